@@ -1,0 +1,90 @@
+//! The command line: every command, flag and environment variable, and their help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// A production deployment runbook as one binary.
+///
+/// Exit codes: 0 done; 1 it ran and something failed (a check, a migration); 2 bad usage,
+/// configuration or input, found before anything was changed.
+#[derive(Debug, Parser)]
+#[command(name = "flightplan", version, max_term_width = 100)]
+pub struct Cli {
+    /// Config file [default: $FLIGHTPLAN_CONFIG, else ./flightplan.toml if present]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Output format: text for people, json for one JSON document on stdout (logs stay on stderr)
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply and inspect SQL migrations (the runbook's phase 4)
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateCommand {
+    /// List applied, pending, modified, missing and failed migrations (read-only)
+    Status(MigrateArgs),
+    /// Show what `apply` would run, in order, with transaction mode and checksum (read-only)
+    Plan(MigrateArgs),
+    /// Apply pending migrations, each in its own transaction, under a lock
+    Apply {
+        #[command(flatten)]
+        args: MigrateArgs,
+        /// Re-run `-- no-transaction` files recorded as failed (fix what they left first)
+        #[arg(long)]
+        retry_failed: bool,
+    },
+    /// Check that every applied migration is unchanged on disk; exit 1 if not
+    Verify(MigrateArgs),
+    /// Record files as applied without running them (only if you are certain they were)
+    MarkApplied {
+        #[command(flatten)]
+        args: MigrateArgs,
+        /// Migration file names (or paths) in the migrations directory
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    /// PostgreSQL URL of the database; use the direct URL, not a pooled one
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// Migrations directory [default: [migrate] dir, else "migrations"]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// Tracking table, optionally schema-qualified [default: [migrate] table, else "_migrations"]
+    #[arg(long, value_name = "NAME")]
+    pub table: Option<String>,
+
+    /// How long to wait for another runner's migration lock [default: 10m]
+    #[arg(long, value_name = "DURATION")]
+    pub lock_wait: Option<String>,
+
+    /// `SET LOCAL lock_timeout` for every migration [default: 5s]
+    #[arg(long, value_name = "DURATION")]
+    pub lock_timeout: Option<String>,
+
+    /// `SET LOCAL statement_timeout` for every migration; 0 leaves the server's [default: 0]
+    #[arg(long, value_name = "DURATION")]
+    pub statement_timeout: Option<String>,
+}

@@ -1,0 +1,188 @@
+//! flightplan.toml, environment variables and flags, resolved into one validated config.
+//!
+//! Precedence, for every key: flag, then environment variable, then the file, then the
+//! default. Paths in the file are relative to the file's own directory.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::Error;
+
+/// The parsed file. Sections owned by commands not built yet are accepted as they are so
+/// one file can describe the whole deployment; each command validates its own section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub app: Option<String>,
+    pub app_url: Option<String>,
+    #[serde(default)]
+    pub migrate: MigrateFile,
+    pub env: Option<toml::Table>,
+    pub backup: Option<toml::Table>,
+    pub deploy: Option<toml::Table>,
+    pub smoke: Option<toml::Table>,
+    pub watch: Option<toml::Table>,
+    pub rollback: Option<toml::Table>,
+    pub report: Option<toml::Table>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateFile {
+    pub dir: Option<PathBuf>,
+    pub table: Option<String>,
+    pub layout: Option<String>,
+    pub lock_timeout: Option<DurationValue>,
+    pub lock_wait: Option<DurationValue>,
+    pub statement_timeout: Option<DurationValue>,
+    pub lock_retries: Option<u32>,
+    pub drift_gate: Option<bool>,
+}
+
+/// A duration as written in the file: `"90s"`, `"5m"`, or a bare number of seconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum DurationValue {
+    Seconds(u64),
+    Text(String),
+}
+
+/// The config file as loaded, with where it came from.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub path: Option<PathBuf>,
+    pub file: File,
+}
+
+impl Loaded {
+    /// `--config`, else `FLIGHTPLAN_CONFIG`, else `./flightplan.toml` if present, else defaults.
+    pub fn load(
+        flag: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Loaded, Error> {
+        let (path, must_exist) = match (flag, env("FLIGHTPLAN_CONFIG")) {
+            (Some(p), _) => (p.to_path_buf(), true),
+            (None, Some(p)) if !p.is_empty() => (PathBuf::from(p), true),
+            _ => (PathBuf::from("flightplan.toml"), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+                return Ok(Loaded::default());
+            }
+            Err(e) => {
+                return Err(Error::usage(format!(
+                    "cannot read config file {}: {e}",
+                    path.display()
+                ))
+                .file(path.display().to_string())
+                .hint("pass an existing file with --config, or unset FLIGHTPLAN_CONFIG"));
+            }
+        };
+        let file = parse(&text, &path)?;
+        Ok(Loaded {
+            path: Some(path),
+            file,
+        })
+    }
+
+    /// A path from the file, made relative to the file's directory.
+    pub fn resolve_path(&self, p: &Path) -> PathBuf {
+        match self.path.as_ref().and_then(|c| c.parent()) {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p.to_path_buf(),
+        }
+    }
+
+    /// Where a key is, for error messages: `flightplan.toml` or `flightplan.toml: [migrate] key`.
+    pub fn describe(&self, key: &str) -> String {
+        match &self.path {
+            Some(p) => format!("{} ({key})", p.display()),
+            None => key.to_string(),
+        }
+    }
+}
+
+/// Parses the file's text, turning serde's message into file:line:col.
+pub fn parse(text: &str, path: &Path) -> Result<File, Error> {
+    toml::from_str(text).map_err(|e| {
+        let mut err = Error::usage(format!(
+            "invalid config file {}: {}",
+            path.display(),
+            e.message().trim_end()
+        ))
+        .file(path.display().to_string())
+        .hint("see README.md, \"Configuration\", for every key and its meaning");
+        if let Some(span) = e.span() {
+            let (line, col) = crate::migrate::line_col(text, span.start);
+            err = err.line(line).column(col);
+        }
+        err
+    })
+}
+
+/// Parses `90s`, `5m`, `1h`, `250ms`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (use e.g. 90s, 5m, 1h, 500ms)"))?;
+    let secs = match unit.trim() {
+        "" | "s" | "sec" | "secs" => n,
+        "ms" => n / 1000.0,
+        "m" | "min" | "mins" => n * 60.0,
+        "h" => n * 3600.0,
+        other => {
+            return Err(format!(
+                "`{s}` has an unknown unit `{other}` (use ms, s, m or h)"
+            ));
+        }
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("`{s}` is not a valid duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl DurationValue {
+    pub fn to_duration(&self) -> Result<Duration, String> {
+        match self {
+            DurationValue::Seconds(n) => Ok(Duration::from_secs(*n)),
+            DurationValue::Text(s) => parse_duration(s),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("12").unwrap(), Duration::from_secs(12));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_with_their_line() {
+        let e = parse(
+            "app = \"x\"\n[migrate]\ndirr = \"m\"\n",
+            Path::new("f.toml"),
+        )
+        .unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert!(e.message.contains("dirr"), "{}", e.message);
+        assert_eq!(e.exit_code(), 2);
+    }
+}

@@ -1,0 +1,124 @@
+//! flightplan: a production deployment runbook as one binary. This library is the
+//! binary's engine; its API is internal and not covered by semver.
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod migrate;
+pub mod output;
+
+use std::time::Duration;
+
+use cli::{Cli, Command, MigrateArgs, MigrateCommand};
+use config::Loaded;
+use error::Error;
+use output::Outcome;
+
+/// Runs one parsed command line. `env` is the environment lookup (injected for tests).
+pub async fn run(cli: &Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Outcome, Error> {
+    let loaded = Loaded::load(cli.config.as_deref(), env)?;
+    match &cli.command {
+        Command::Migrate(cmd) => match cmd {
+            MigrateCommand::Status(a) => migrate::status(&migrate_settings(a, &loaded, env)?).await,
+            MigrateCommand::Plan(a) => migrate::plan(&migrate_settings(a, &loaded, env)?).await,
+            MigrateCommand::Verify(a) => migrate::verify(&migrate_settings(a, &loaded, env)?).await,
+            MigrateCommand::Apply { args, retry_failed } => {
+                migrate::apply(&migrate_settings(args, &loaded, env)?, *retry_failed).await
+            }
+            MigrateCommand::MarkApplied { args, files } => {
+                migrate::mark_applied(&migrate_settings(args, &loaded, env)?, files).await
+            }
+        },
+    }
+}
+
+/// Resolves the migrate settings: flag, then environment, then `[migrate]`, then default.
+fn migrate_settings(
+    a: &MigrateArgs,
+    loaded: &Loaded,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<migrate::Settings, Error> {
+    let f = &loaded.file.migrate;
+    let raw_url = a.database_url.clone().filter(|u| !u.is_empty()).ok_or_else(|| {
+        Error::usage("no database: set DATABASE_URL or pass --database-url")
+            .hint("use the direct (not pooled) PostgreSQL URL, e.g. postgres://USER:PASSWORD@HOST:5432/DB")
+    })?;
+    let url = db::DatabaseUrl::parse(&raw_url)?;
+    let dir = match (&a.dir, &f.dir) {
+        (Some(d), _) => d.clone(),
+        (None, Some(d)) => loaded.resolve_path(d),
+        (None, None) => loaded.resolve_path(std::path::Path::new("migrations")),
+    };
+    let table = a
+        .table
+        .clone()
+        .or_else(|| f.table.clone())
+        .unwrap_or_else(|| "_migrations".into());
+    let valid_part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 63
+            && p.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    if table.split('.').count() > 2 || !table.split('.').all(valid_part) {
+        return Err(Error::usage(format!("`{table}` is not a usable table name"))
+            .hint("use letters, digits and underscores, optionally schema-qualified: _migrations or ops._migrations"));
+    }
+    if let Some(layout) = &f.layout
+        && layout != "flat"
+    {
+        return Err(Error::usage(format!(
+            "[migrate] layout = \"{layout}\" is not supported yet"
+        ))
+        .file(loaded.describe("[migrate] layout"))
+        .hint("use layout = \"flat\": every *.sql file of the directory in byte order of name"));
+    }
+    let duration = |flag: &Option<String>,
+                    file: &Option<config::DurationValue>,
+                    key: &str,
+                    default: Duration|
+     -> Result<Duration, Error> {
+        match (flag, file) {
+            (Some(v), _) => config::parse_duration(v)
+                .map_err(|e| Error::usage(format!("--{}: {e}", key.replace('_', "-")))),
+            (None, Some(v)) => v.to_duration().map_err(|e| {
+                Error::usage(format!("[migrate] {key}: {e}"))
+                    .file(loaded.describe(&format!("[migrate] {key}")))
+            }),
+            (None, None) => Ok(default),
+        }
+    };
+    let statement_timeout = duration(
+        &a.statement_timeout,
+        &f.statement_timeout,
+        "statement_timeout",
+        Duration::ZERO,
+    )?;
+    let actor = env("GITHUB_ACTOR")
+        .or_else(|| env("USER"))
+        .unwrap_or_else(|| "unknown".into());
+    Ok(migrate::Settings {
+        url,
+        dir,
+        table,
+        lock_wait: duration(
+            &a.lock_wait,
+            &f.lock_wait,
+            "lock_wait",
+            Duration::from_secs(600),
+        )?,
+        lock_timeout: duration(
+            &a.lock_timeout,
+            &f.lock_timeout,
+            "lock_timeout",
+            Duration::from_secs(5),
+        )?,
+        statement_timeout: (!statement_timeout.is_zero()).then_some(statement_timeout),
+        lock_retries: f.lock_retries.unwrap_or(3),
+        connect_timeout: Duration::from_secs(30),
+        applied_by: format!("flightplan {} ({actor})", env!("CARGO_PKG_VERSION")),
+    })
+}
