@@ -15,6 +15,7 @@ use sqlx::{AssertSqlSafe, Connection, Either, Row as _};
 
 use super::ledger::{Ledger, sql_error};
 use super::source::{Migration, Source, line_col};
+use super::split;
 use super::{Settings, Status, pending_lint};
 use crate::db::quote_literal;
 use crate::error::Error;
@@ -23,8 +24,10 @@ use crate::output::Outcome;
 /// Largest batch sent as one message; a bigger file still goes alone.
 const BATCH_BYTES: usize = 4 << 20;
 
-/// The lock key: per database (advisory locks are), and per tracking table.
+/// The lock key: per database (advisory locks are), and per tracking table name. It must
+/// not depend on whether the table exists yet, or two first runs would take different locks.
 fn lock_key(table: &str) -> i64 {
+    let table = table.rsplit('.').next().unwrap_or(table);
     // FNV-1a, so the key is stable across versions and platforms.
     let mut h: u64 = 0xcbf29ce484222325;
     for b in format!("flightplan:{table}").bytes() {
@@ -78,7 +81,7 @@ pub(super) async fn run(
         ));
     }
 
-    let key = lock_key(&ledger.qualified);
+    let key = lock_key(&s.table);
     acquire_lock(&mut conn, key, s.lock_wait).await?;
     let result = locked(s, source, retry_failed, &mut conn, key, ledger).await;
     match result {
@@ -203,11 +206,7 @@ async fn locked(
         if todo[i].no_transaction {
             match run_no_tx(&ctx, conn, todo[i]).await {
                 Ok(v) => applied.push(v),
-                Err(e) => {
-                    return Ok(
-                        failed_after(e, conn, source, &s.table, applied, st.applied.len()).await,
-                    );
-                }
+                Err(e) => return Ok(failed_after(e, conn, applied, st.applied.len()).await),
             }
             i += 1;
             continue;
@@ -222,15 +221,12 @@ async fn locked(
             end += 1;
         }
         let last = end == todo.len();
-        match run_batch(&ctx, conn, &todo[i..end], last.then_some(key)).await {
-            Ok(done) => {
-                applied.extend(done);
-                i = end;
-            }
-            Err(e) => {
-                return Ok(failed_after(e, conn, source, &s.table, applied, st.applied.len()).await);
-            }
+        if let Err(e) =
+            run_batch(&ctx, conn, &todo[i..end], last.then_some(key), &mut applied).await
+        {
+            return Ok(failed_after(e, conn, applied, st.applied.len()).await);
         }
+        i = end;
         if last {
             return Ok(success(&applied, &st));
         }
@@ -289,13 +285,10 @@ fn failed(e: Error, st: &Status, applied: Vec<Value>) -> Outcome {
 async fn failed_after(
     e: Error,
     conn: &mut PgConnection,
-    source: &Source,
-    table: &str,
     applied: Vec<Value>,
     skipped: usize,
 ) -> Outcome {
     release(conn).await;
-    let _ = (source, table);
     let mut text = String::new();
     for a in &applied {
         text.push_str(&format!(
@@ -356,8 +349,8 @@ async fn run_batch(
     conn: &mut PgConnection,
     files: &[&Migration],
     unlock: Option<i64>,
-) -> Result<Vec<Value>, Error> {
-    let mut done = Vec::new();
+    done: &mut Vec<Value>,
+) -> Result<(), Error> {
     let mut from = 0;
     let mut attempts = 0u32;
     while from < files.len() {
@@ -388,7 +381,7 @@ async fn run_batch(
                 tracing::info!("applied {name} ({ms} ms)");
                 done.push(json!({ "filename": name, "duration_ms": ms, "transaction": true }));
             }
-            return Ok(done);
+            return Ok(());
         };
         // The failed transaction is still open (aborted): end it before asking anything.
         let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
@@ -445,7 +438,7 @@ async fn run_batch(
         }
         return Err(error);
     }
-    Ok(done)
+    Ok(())
 }
 
 fn build_batch(ctx: &Ctx<'_>, files: &[&Migration], unlock: Option<i64>) -> (String, Vec<Segment>) {
@@ -610,8 +603,7 @@ async fn run_no_tx(ctx: &Ctx<'_>, conn: &mut PgConnection, m: &Migration) -> Res
                 Some((0, line, col))
             });
             if error.line.is_none() {
-                let lead = text.len() - text.trim_start().len();
-                let (line, col) = line_col(&m.sql, st.span.start + lead);
+                let (line, col) = line_col(&m.sql, st.span.start + split::code_start(text));
                 error = error.line(line).column(col);
             }
             let record = format!(
@@ -834,7 +826,7 @@ pub(super) async fn mark(
     let mut conn = s.url.connect(s.connect_timeout).await?;
     let before = Ledger::read(&mut conn, &s.table).await?;
     before.check_shape()?;
-    let key = lock_key(&before.qualified);
+    let key = lock_key(&s.table);
     acquire_lock(&mut conn, key, s.lock_wait).await?;
     let result = async {
         let ledger = Ledger::run_and_read(&mut conn, &s.table, before.ensure_sql().as_deref()).await?;

@@ -179,7 +179,8 @@ impl Migration {
         let at = |i: usize| {
             line_col(
                 sql,
-                self.statements[i].span.start + leading_ws(&sql[self.statements[i].span.clone()]),
+                self.statements[i].span.start
+                    + split::code_start(&sql[self.statements[i].span.clone()]),
             )
         };
         if self.no_transaction {
@@ -246,10 +247,6 @@ impl Migration {
 
 fn matches_prefix(words: &[String], pattern: &[&str]) -> bool {
     pattern.len() <= words.len() && pattern.iter().zip(words).all(|(p, w)| *p == "*" || p == w)
-}
-
-fn leading_ws(s: &str) -> usize {
-    s.len() - s.trim_start().len()
 }
 
 /// SHA-256 of the text with CRLF normalised to LF, so a Windows checkout is not a "modified" file.

@@ -126,6 +126,11 @@ pub fn leading_words(stmt: &str, n: usize) -> Vec<String> {
     words
 }
 
+/// Byte offset of the first token that is not whitespace or a comment.
+pub fn code_start(stmt: &str) -> usize {
+    stmt.len() - skip_space_and_comments(stmt).len()
+}
+
 /// True when the text holds anything but whitespace and comments.
 pub fn has_code(s: &str) -> bool {
     !skip_space_and_comments(s).is_empty()
