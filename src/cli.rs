@@ -31,6 +31,9 @@ pub enum Format {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check the app's environment contract ([env] in the config) before anything changes
+    /// (the runbook's phases 1, 3 and 5); exit 1 when a rule fails
+    CheckEnv(CheckEnvArgs),
     /// Apply and inspect SQL migrations (the runbook's phase 4)
     #[command(subcommand)]
     Migrate(MigrateCommand),
@@ -52,6 +55,18 @@ pub enum MigrateCommand {
     },
     /// Check that every applied migration is unchanged on disk; exit 1 if not
     Verify(MigrateArgs),
+    /// Compare the database's schema with what its applied files build in a scratch
+    /// database; exit 1 on any difference (finds what `db:push` or a hand-run ALTER did)
+    Drift(MigrateArgs),
+    /// Show which pending files' changes are already in the database; with --yes, record
+    /// the fully present ones as applied (the runbook's manual INSERT, made safe)
+    Adopt {
+        #[command(flatten)]
+        args: MigrateArgs,
+        /// Record the fully present files as applied
+        #[arg(long)]
+        yes: bool,
+    },
     /// Record files as applied without running them (only if you are certain they were)
     MarkApplied {
         #[command(flatten)]
@@ -87,4 +102,17 @@ pub struct MigrateArgs {
     /// `SET LOCAL statement_timeout` for every migration; 0 leaves the server's [default: 0]
     #[arg(long, value_name = "DURATION")]
     pub statement_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckEnvArgs {
+    /// Dotenv file with the app's variables (KEY=value); a non-empty variable of the process
+    /// environment wins over the file [default: INPUT_ENV-FILE inside an action]
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+
+    /// Also ask the Fly Machines API (FLY_API_TOKEN, FLY_APP or `app`, FLY_API_URL) which
+    /// secrets the contract expects are not set in the app [default: INPUT_FLY]
+    #[arg(long)]
+    pub fly: bool,
 }

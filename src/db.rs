@@ -95,6 +95,16 @@ impl DatabaseUrl {
         Ok(DatabaseUrl { url, options })
     }
 
+    /// The same server and credentials, another database (scratch databases).
+    pub fn with_database(&self, name: &str) -> DatabaseUrl {
+        let mut url = self.url.clone();
+        url.set_path(&format!("/{name}"));
+        DatabaseUrl {
+            url,
+            options: self.options.clone().database(name),
+        }
+    }
+
     /// The database name, for messages.
     pub fn database(&self) -> &str {
         self.url.path().trim_start_matches('/')

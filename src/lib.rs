@@ -5,8 +5,11 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod fly;
 pub mod migrate;
 pub mod output;
+pub mod preflight;
+pub mod redact;
 
 use std::time::Duration;
 
@@ -19,12 +22,17 @@ use output::Outcome;
 pub async fn run(cli: &Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Outcome, Error> {
     let loaded = Loaded::load(cli.config.as_deref(), env)?;
     match &cli.command {
+        Command::CheckEnv(args) => preflight::check_env(args, &loaded, env).await,
         Command::Migrate(cmd) => match cmd {
             MigrateCommand::Status(a) => migrate::status(&migrate_settings(a, &loaded, env)?).await,
             MigrateCommand::Plan(a) => migrate::plan(&migrate_settings(a, &loaded, env)?).await,
             MigrateCommand::Verify(a) => migrate::verify(&migrate_settings(a, &loaded, env)?).await,
             MigrateCommand::Apply { args, retry_failed } => {
                 migrate::apply(&migrate_settings(args, &loaded, env)?, *retry_failed).await
+            }
+            MigrateCommand::Drift(a) => migrate::drift(&migrate_settings(a, &loaded, env)?).await,
+            MigrateCommand::Adopt { args, yes } => {
+                migrate::adopt(&migrate_settings(args, &loaded, env)?, *yes).await
             }
             MigrateCommand::MarkApplied { args, files } => {
                 migrate::mark_applied(&migrate_settings(args, &loaded, env)?, files).await
@@ -120,5 +128,6 @@ fn migrate_settings(
         lock_retries: f.lock_retries.unwrap_or(3),
         connect_timeout: Duration::from_secs(30),
         applied_by: format!("flightplan {} ({actor})", env!("CARGO_PKG_VERSION")),
+        progress: true,
     })
 }

@@ -21,6 +21,15 @@ use crate::db::quote_literal;
 use crate::error::Error;
 use crate::output::Outcome;
 
+/// An info line, unless the run is quiet (a scratch database nobody watches).
+macro_rules! progress {
+    ($s:expr, $($arg:tt)*) => {
+        if $s.progress {
+            tracing::info!($($arg)*);
+        }
+    };
+}
+
 /// Largest batch sent as one message; a bigger file still goes alone.
 const BATCH_BYTES: usize = 4 << 20;
 
@@ -87,7 +96,7 @@ pub(super) async fn run(
     match result {
         Ok(out) => {
             close(conn).await;
-            tracing::info!("done in {:.2}s", started.elapsed().as_secs_f64());
+            progress!(s, "done in {:.2}s", started.elapsed().as_secs_f64());
             Ok(out)
         }
         Err(e) => {
@@ -109,7 +118,8 @@ async fn locked(
 ) -> Result<Outcome, Error> {
     let ensure = before.ensure_sql();
     if ensure.is_some() {
-        tracing::info!(
+        progress!(
+            s,
             "{} tracking table {}",
             if before.exists {
                 "extending"
@@ -158,7 +168,8 @@ async fn locked(
             .execute(&mut *conn)
             .await
             .map_err(|e| sql_error("recording checksums of adopted rows", &e))?;
-        tracing::info!(
+        progress!(
+            s,
             "adopted {} row(s) of the older runner (checksums recorded)",
             st.adoptable.len()
         );
@@ -192,7 +203,7 @@ async fn locked(
         }
     }
     if !todo.is_empty() {
-        tracing::info!("applying {} migration(s)", todo.len());
+        progress!(s, "applying {} migration(s)", todo.len());
     }
 
     let mut applied: Vec<Value> = Vec::new();
@@ -378,7 +389,7 @@ async fn run_batch(
         drop(stream);
         let Some(err) = failure else {
             for (name, ms) in committed_rows {
-                tracing::info!("applied {name} ({ms} ms)");
+                progress!(ctx.s, "applied {name} ({ms} ms)");
                 done.push(json!({ "filename": name, "duration_ms": ms, "transaction": true }));
             }
             return Ok(());
@@ -389,7 +400,7 @@ async fn run_batch(
         let names: Vec<String> = files[from..].iter().map(|m| m.filename.clone()).collect();
         let committed = committed_of(conn, ctx.t, &names).await?;
         for (name, ms) in committed_rows.iter().filter(|(n, _)| committed.contains(n)) {
-            tracing::info!("applied {name} ({ms} ms)");
+            progress!(ctx.s, "applied {name} ({ms} ms)");
             done.push(json!({ "filename": name, "duration_ms": ms, "transaction": true }));
         }
         let failed_at = from
@@ -583,7 +594,8 @@ async fn run_no_tx(ctx: &Ctx<'_>, conn: &mut PgConnection, m: &Migration) -> Res
         .execute(&mut *conn)
         .await
         .map_err(|e| sql_error(&format!("recording the start of {}", m.filename), &e))?;
-    tracing::info!(
+    progress!(
+        ctx.s,
         "{}: running {} statement(s) outside a transaction",
         m.filename,
         m.statements.len()
@@ -647,7 +659,7 @@ async fn run_no_tx(ctx: &Ctx<'_>, conn: &mut PgConnection, m: &Migration) -> Res
         .and_then(|r| r.try_get::<String, _>(0).ok())
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    tracing::info!("applied {} ({ms} ms, no transaction)", m.filename);
+    progress!(ctx.s, "applied {} ({ms} ms, no transaction)", m.filename);
     Ok(json!({ "filename": m.filename, "duration_ms": ms, "transaction": false }))
 }
 
@@ -898,6 +910,7 @@ mod tests {
             lock_retries: 0,
             connect_timeout: Duration::from_secs(1),
             applied_by: "t".into(),
+            progress: false,
         };
         let ctx = Ctx {
             s: &s,

@@ -2,6 +2,7 @@
 //! transaction per file, under a lock, checksummed, recorded in the `_migrations` table.
 
 mod apply;
+pub mod drift;
 pub mod ledger;
 pub mod source;
 pub mod split;
@@ -30,6 +31,8 @@ pub struct Settings {
     pub lock_retries: u32,
     pub connect_timeout: Duration,
     pub applied_by: String,
+    /// Progress lines on stderr; off when applying into a scratch database.
+    pub progress: bool,
 }
 
 /// How the files on disk compare with the ledger.
@@ -244,6 +247,16 @@ pub async fn apply(s: &Settings, retry_failed: bool) -> Result<Outcome, Error> {
         tracing::info!("ignoring {name} (not a *.sql file)");
     }
     apply::run(s, &source, retry_failed).await
+}
+
+/// `migrate drift`.
+pub async fn drift(s: &Settings) -> Result<Outcome, Error> {
+    drift::drift(s).await
+}
+
+/// `migrate adopt [--yes]`.
+pub async fn adopt(s: &Settings, yes: bool) -> Result<Outcome, Error> {
+    drift::adopt(s, yes).await
 }
 
 /// `migrate mark-applied FILE...`.
