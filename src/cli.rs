@@ -34,9 +34,22 @@ pub enum Command {
     /// Check the app's environment contract ([env] in the config) before anything changes
     /// (the runbook's phases 1, 3 and 5); exit 1 when a rule fails
     CheckEnv(CheckEnvArgs),
+    /// Back up the database before migrating (a Neon branch or a pg_dump archive), list,
+    /// restore and prune backups (the runbook's phase 2)
+    #[command(subcommand)]
+    Backup(BackupCommand),
+    /// Render a saved deployment log (the JSON written by `run`) as Markdown on stdout
+    Report {
+        /// The JSON log file
+        #[arg(long, value_name = "FILE")]
+        log: PathBuf,
+    },
     /// Apply and inspect SQL migrations (the runbook's phase 4)
     #[command(subcommand)]
     Migrate(MigrateCommand),
+    /// Smoke-test the deployed app: health, login and configured checks with warm-up
+    /// retries and latency budgets, then an optional watch window (the runbook's phase 6)
+    Smoke(SmokeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,4 +128,74 @@ pub struct CheckEnvArgs {
     /// secrets the contract expects are not set in the app [default: INPUT_FLY]
     #[arg(long)]
     pub fly: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SmokeArgs {
+    /// Base URL of the app [default: INPUT_URL inside an action, else $APP_URL, else app_url
+    /// in the config]
+    #[arg(long, value_name = "BASE")]
+    pub url: Option<String>,
+
+    /// After the checks pass, poll them this long and judge p95 latency and error rate
+    /// [default: INPUT_WATCH inside an action, else [watch] duration, else no watch]
+    #[arg(long, value_name = "DURATION")]
+    pub watch: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Take a verified backup now; prints its id
+    Create(BackupArgs),
+    /// List flightplan's backups (and only them), newest first
+    List(BackupArgs),
+    /// Restore the database from a backup; discards every write made since (needs --yes)
+    Restore {
+        #[command(flatten)]
+        args: BackupArgs,
+        /// The backup's id or name, as `backup list` shows it (pg_dump: also a path)
+        #[arg(value_name = "ID")]
+        id: String,
+        /// Confirm that the database's current state is replaced by the backup's
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Delete flightplan's oldest backups beyond the newest N; never touches anything else
+    Prune {
+        #[command(flatten)]
+        args: BackupArgs,
+        /// How many of the newest backups to keep [default: [backup] keep, else 5]
+        #[arg(long, value_name = "N")]
+        keep: Option<u32>,
+    },
+}
+
+impl BackupCommand {
+    pub fn args(&self) -> &BackupArgs {
+        match self {
+            BackupCommand::Create(a) | BackupCommand::List(a) => a,
+            BackupCommand::Restore { args, .. } | BackupCommand::Prune { args, .. } => args,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    /// Where backups go [default: [backup] provider, else neon when NEON_PROJECT_ID is set,
+    /// else pg_dump]
+    #[arg(long, value_enum, value_name = "PROVIDER")]
+    pub provider: Option<crate::config::BackupProvider>,
+
+    /// Neon: the production branch, by name or id [default: [backup] branch, else the
+    /// project's default branch]
+    #[arg(long, value_name = "BRANCH")]
+    pub branch: Option<String>,
+
+    /// pg_dump: PostgreSQL URL of the database; use the direct URL, not a pooled one
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// pg_dump: the archive directory [default: [backup] dir, else "backups"]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }

@@ -20,10 +20,13 @@ pub struct File {
     #[serde(default)]
     pub migrate: MigrateFile,
     pub env: Option<toml::Table>,
-    pub backup: Option<toml::Table>,
+    #[serde(default)]
+    pub backup: BackupFile,
     pub deploy: Option<toml::Table>,
-    pub smoke: Option<toml::Table>,
-    pub watch: Option<toml::Table>,
+    #[serde(default)]
+    pub smoke: crate::smoke::SmokeFile,
+    #[serde(default)]
+    pub watch: crate::smoke::WatchFile,
     pub rollback: Option<toml::Table>,
     pub report: Option<toml::Table>,
 }
@@ -39,6 +42,36 @@ pub struct MigrateFile {
     pub statement_timeout: Option<DurationValue>,
     pub lock_retries: Option<u32>,
     pub drift_gate: Option<bool>,
+}
+
+/// `[backup]`: where backups go (see docs/backup.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupFile {
+    pub provider: Option<BackupProvider>,
+    /// Neon: the production branch, by name or id (default: the project's default branch).
+    pub branch: Option<String>,
+    /// How many of flightplan's backups `prune` keeps.
+    pub keep: Option<u32>,
+    /// pg_dump: the archive directory, relative to this file.
+    pub dir: Option<PathBuf>,
+    /// A backup's or restore's deadline, all waiting included.
+    pub timeout: Option<DurationValue>,
+    /// Neon: one API request's deadline.
+    pub request_timeout: Option<DurationValue>,
+}
+
+/// `[backup] provider` and `--provider`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupProvider {
+    /// A branch of the Neon project's production branch.
+    Neon,
+    /// A `pg_dump -Fc` archive of DATABASE_URL.
+    #[value(name = "pg_dump")]
+    PgDump,
+    /// No backup: `run` migrates without one (say so explicitly).
+    None,
 }
 
 /// A duration as written in the file: `"90s"`, `"5m"`, or a bare number of seconds.

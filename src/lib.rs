@@ -1,7 +1,9 @@
 //! flightplan: a production deployment runbook as one binary. This library is the
 //! binary's engine; its API is internal and not covered by semver.
 
+pub mod backup;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -10,10 +12,12 @@ pub mod migrate;
 pub mod output;
 pub mod preflight;
 pub mod redact;
+pub mod report;
+pub mod smoke;
 
 use std::time::Duration;
 
-use cli::{Cli, Command, MigrateArgs, MigrateCommand};
+use cli::{Cli, Command, MigrateArgs, MigrateCommand, SmokeArgs};
 use config::Loaded;
 use error::Error;
 use output::Outcome;
@@ -22,7 +26,12 @@ use output::Outcome;
 pub async fn run(cli: &Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Outcome, Error> {
     let loaded = Loaded::load(cli.config.as_deref(), env)?;
     match &cli.command {
+        Command::Backup(cmd) => {
+            backup::run(cmd, &backup::settings(cmd.args(), &loaded, env)?).await
+        }
         Command::CheckEnv(args) => preflight::check_env(args, &loaded, env).await,
+        Command::Smoke(a) => smoke::run(&smoke_settings(a, &loaded, env)?).await,
+        Command::Report { log } => report::render(log),
         Command::Migrate(cmd) => match cmd {
             MigrateCommand::Status(a) => migrate::status(&migrate_settings(a, &loaded, env)?).await,
             MigrateCommand::Plan(a) => migrate::plan(&migrate_settings(a, &loaded, env)?).await,
@@ -130,4 +139,42 @@ fn migrate_settings(
         applied_by: format!("flightplan {} ({actor})", env!("CARGO_PKG_VERSION")),
         progress: true,
     })
+}
+
+/// Resolves the smoke settings: the app URL from `--url`, `INPUT_URL`, `APP_URL`, then
+/// `app_url`; the watch window from `--watch`, `INPUT_WATCH`, then `[watch] duration`.
+fn smoke_settings(
+    a: &SmokeArgs,
+    loaded: &Loaded,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<smoke::Settings, Error> {
+    let set = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+    let base = match (
+        &a.url,
+        set("INPUT_URL"),
+        set("APP_URL"),
+        &loaded.file.app_url,
+    ) {
+        (Some(u), ..) => smoke::parse_base(u, "--url")?,
+        (None, Some(u), ..) => smoke::parse_base(&u, "INPUT_URL")?,
+        (None, None, Some(u), _) => smoke::parse_base(&u, "APP_URL")?,
+        (None, None, None, Some(u)) => {
+            smoke::parse_base(u, "app_url").map_err(|e| e.file(loaded.describe("app_url")))?
+        }
+        (None, None, None, None) => {
+            return Err(Error::usage("no app URL to smoke-test").hint(
+                "pass --url https://APP.fly.dev, set APP_URL, or set app_url in flightplan.toml",
+            ));
+        }
+    };
+    let watch = match (&a.watch, set("INPUT_WATCH")) {
+        (Some(w), _) => {
+            Some(config::parse_duration(w).map_err(|e| Error::usage(format!("--watch: {e}")))?)
+        }
+        (None, Some(w)) => Some(
+            config::parse_duration(&w).map_err(|e| Error::usage(format!("INPUT_WATCH: {e}")))?,
+        ),
+        (None, None) => loaded.file.watch.duration,
+    };
+    smoke::Settings::resolve(base, watch, loaded, env)
 }

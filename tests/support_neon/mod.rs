@@ -1,0 +1,886 @@
+//! A stateful fake of the Neon API v2 on 127.0.0.1 for the backup tests: a project's
+//! branches and operations (which progress with time), Neon's status codes and error body
+//! (`request_id`, `code`, `message`), `Authorization: Bearer` and request-body checks,
+//! 423 while an operation runs, injected 423/429/503/500 and slow answers, and a record
+//! of every request so tests assert what was sent.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Request, State as AxState};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// The API key the fake accepts; a canary: tests assert it is never printed.
+pub const KEY: &str = "napi_canary_9f8e7d6c5b4a3928170615243342516f";
+pub const PROJECT: &str = "spring-example-302709";
+pub const MAIN_ID: &str = "br-main-100000";
+
+#[derive(Debug, Clone)]
+pub struct Branch {
+    pub id: String,
+    pub name: String,
+    pub parent_id: Option<String>,
+    pub parent_lsn: Option<String>,
+    pub created_at: String,
+    pub default: bool,
+    pub protected: bool,
+    /// What the branch's data is, so tests can see a restore: copied from the parent on
+    /// create, from the source on restore.
+    pub data: String,
+    /// The state shown while one of its operations runs (`init`, `resetting`).
+    pub busy_state: &'static str,
+}
+
+#[derive(Debug, Clone)]
+pub struct Op {
+    pub id: String,
+    pub branch_id: String,
+    pub action: &'static str,
+    pub started: Instant,
+    pub duration: Duration,
+    /// What the operation ends as (`finished` unless a test says otherwise).
+    pub outcome: String,
+}
+
+impl Op {
+    pub fn status(&self) -> String {
+        let e = self.started.elapsed();
+        if e < self.duration / 3 {
+            "scheduling".into()
+        } else if e < self.duration {
+            "running".into()
+        } else {
+            self.outcome.clone()
+        }
+    }
+}
+
+/// One request as received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub authorization: Option<String>,
+    pub request_id: Option<String>,
+    pub body: Option<Value>,
+    pub at: Instant,
+}
+
+/// An answer injected instead of the real one, for the next `times` matching requests.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub method: &'static str,
+    /// Matches when the path (after /api/v2) ends with this.
+    pub path_suffix: String,
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub code: String,
+    pub message: String,
+    pub times: u32,
+}
+
+impl Fault {
+    pub fn new(method: &'static str, path_suffix: &str, status: u16, times: u32) -> Fault {
+        let (code, message) = match status {
+            423 => (
+                "",
+                "project already has running conflicting operations, scheduling of new ones is prohibited",
+            ),
+            429 => ("", "too many requests"),
+            503 => ("", "service temporarily unavailable"),
+            _ => ("INTERNAL_ERROR", "internal server error"),
+        };
+        Fault {
+            method,
+            path_suffix: path_suffix.into(),
+            status,
+            retry_after: None,
+            code: code.into(),
+            message: message.into(),
+            times,
+        }
+    }
+
+    pub fn retry_after(mut self, v: &str) -> Fault {
+        self.retry_after = Some(v.into());
+        self
+    }
+}
+
+pub struct State {
+    pub branches: Vec<Branch>,
+    pub operations: Vec<Op>,
+    pub requests: Vec<Recorded>,
+    pub faults: Vec<Fault>,
+    /// How long each new operation takes (scheduling for a third, then running).
+    pub op_duration: Duration,
+    /// What new operations end as.
+    pub op_outcome: String,
+    /// Branches per page of `GET …/branches`, small so pagination is exercised.
+    pub page_size: usize,
+    /// Branches per project, default included (Neon's Free plan: 10).
+    pub branches_limit: usize,
+    /// Hold the answer of the next N `POST …/branches` this long after applying them.
+    pub slow_create: Option<(Duration, u32)>,
+    minutes: u64,
+    next_id: u64,
+    lsn: u64,
+}
+
+impl State {
+    fn id(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        format!("{prefix}-{}", 200_000 + self.next_id)
+    }
+
+    /// A creation time: 2026-01-16T10:00:00Z plus one minute per branch, so order is clear.
+    fn now(&mut self) -> String {
+        self.minutes += 1;
+        stamp(self.minutes)
+    }
+
+    fn lsn(&mut self) -> String {
+        self.lsn += 0x1A2B;
+        format!("0/{:X}", self.lsn)
+    }
+
+    fn busy(&self) -> bool {
+        self.operations.iter().any(|o| {
+            let s = o.status();
+            s == "scheduling" || s == "running"
+        })
+    }
+
+    fn op(&mut self, branch_id: &str, action: &'static str) -> Op {
+        let op = Op {
+            id: format!(
+                "op-{:08x}-0000-4000-8000-{:012x}",
+                self.next_id + 1,
+                self.operations.len() + 1
+            ),
+            branch_id: branch_id.into(),
+            action,
+            started: Instant::now(),
+            duration: self.op_duration,
+            outcome: self.op_outcome.clone(),
+        };
+        self.next_id += 1;
+        self.operations.push(op.clone());
+        op
+    }
+
+    fn state_of(&self, b: &Branch) -> &'static str {
+        let running = self.operations.iter().any(|o| {
+            o.branch_id == b.id && {
+                let s = o.status();
+                s == "scheduling" || s == "running"
+            }
+        });
+        if running { b.busy_state } else { "ready" }
+    }
+
+    fn branch_json(&self, b: &Branch) -> Value {
+        let state = self.state_of(b);
+        let mut v = json!({
+            "id": b.id,
+            "project_id": PROJECT,
+            "name": b.name,
+            "current_state": state,
+            "state_changed_at": b.created_at,
+            "creation_source": "console",
+            "primary": b.default,
+            "default": b.default,
+            "protected": b.protected,
+            "cpu_used_sec": 0,
+            "compute_time_seconds": 0,
+            "active_time_seconds": 0,
+            "written_data_bytes": 0,
+            "data_transfer_bytes": 0,
+            "logical_size": 29_360_128,
+            "init_source": "parent-data",
+            "created_at": b.created_at,
+            "updated_at": b.created_at,
+        });
+        if state != "ready" {
+            v["pending_state"] = json!("ready");
+        }
+        if let Some(p) = &b.parent_id {
+            v["parent_id"] = json!(p);
+            v["parent_timestamp"] = json!(b.created_at);
+        }
+        if let Some(l) = &b.parent_lsn {
+            v["parent_lsn"] = json!(l);
+        }
+        v
+    }
+
+    fn op_json(&self, o: &Op) -> Value {
+        json!({
+            "id": o.id,
+            "project_id": PROJECT,
+            "branch_id": o.branch_id,
+            "action": o.action,
+            "status": o.status(),
+            "failures_count": 0,
+            "created_at": "2026-01-16T10:00:00Z",
+            "updated_at": "2026-01-16T10:00:00Z",
+            "total_duration_ms": o.started.elapsed().as_millis() as u64,
+        })
+    }
+
+    pub fn branch(&self, id_or_name: &str) -> Option<&Branch> {
+        self.branches
+            .iter()
+            .find(|b| b.id == id_or_name || b.name == id_or_name)
+    }
+}
+
+/// `2026-01-16T10:00:00Z` plus `minutes`.
+pub fn stamp(minutes: u64) -> String {
+    let total = 10 * 60 + minutes;
+    let days = total / (24 * 60);
+    let rem = total % (24 * 60);
+    format!(
+        "2026-01-{:02}T{:02}:{:02}:00Z",
+        16 + days,
+        rem / 60,
+        rem % 60
+    )
+}
+
+/// A running fake; stops when dropped.
+pub struct FakeNeon {
+    /// The base URL to put in NEON_API_URL (…/api/v2).
+    pub url: String,
+    pub state: Arc<Mutex<State>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeNeon {
+    /// A project with its default branch `main` (id [`MAIN_ID`]) and one preview branch.
+    pub fn start() -> FakeNeon {
+        let mut st = State {
+            branches: Vec::new(),
+            operations: Vec::new(),
+            requests: Vec::new(),
+            faults: Vec::new(),
+            op_duration: Duration::from_millis(300),
+            op_outcome: "finished".into(),
+            page_size: 3,
+            branches_limit: 10,
+            slow_create: None,
+            minutes: 0,
+            next_id: 0,
+            lsn: 0x1964D68,
+        };
+        let created = st.now();
+        st.branches.push(Branch {
+            id: MAIN_ID.into(),
+            name: "main".into(),
+            parent_id: None,
+            parent_lsn: None,
+            created_at: created,
+            default: true,
+            protected: false,
+            data: "v1".into(),
+            busy_state: "init",
+        });
+        let state = Arc::new(Mutex::new(st));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let shared = state.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let app = Router::new().fallback(handle).with_state(shared);
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = rx.await;
+                    })
+                    .await
+                    .unwrap();
+            });
+        });
+        let fake = FakeNeon {
+            url: format!("http://{addr}/api/v2"),
+            state,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        };
+        fake.seed("preview/pr-12", Some(MAIN_ID), "pr-12-data");
+        fake
+    }
+
+    pub fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.state.lock().unwrap())
+    }
+
+    /// Adds a ready branch (no operation) and returns its id.
+    pub fn seed(&self, name: &str, parent: Option<&str>, data: &str) -> String {
+        self.with(|st| {
+            let id = st.id("br-seed");
+            let created_at = st.now();
+            let parent_lsn = parent.map(|_| st.lsn());
+            st.branches.push(Branch {
+                id: id.clone(),
+                name: name.into(),
+                parent_id: parent.map(str::to_string),
+                parent_lsn,
+                created_at,
+                default: false,
+                protected: false,
+                data: data.into(),
+                busy_state: "init",
+            });
+            id
+        })
+    }
+
+    pub fn inject(&self, f: Fault) {
+        self.with(|st| st.faults.push(f));
+    }
+
+    /// Starts an operation on the default branch (e.g. a compute start) lasting `d`:
+    /// mutating requests get Neon's 423 until it finishes.
+    pub fn busy_for(&self, d: Duration) {
+        self.with(|st| {
+            st.op(MAIN_ID, "start_compute");
+            let last = st.operations.len() - 1;
+            st.operations[last].duration = d;
+        });
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.with(|st| st.requests.clone())
+    }
+
+    /// Requests with this method whose path ends with `suffix`.
+    pub fn sent(&self, method: &str, suffix: &str) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == method && r.path.ends_with(suffix))
+            .collect()
+    }
+
+    pub fn branch(&self, id_or_name: &str) -> Option<Branch> {
+        self.with(|st| st.branch(id_or_name).cloned())
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.with(|st| st.branches.iter().map(|b| b.name.clone()).collect())
+    }
+}
+
+impl Drop for FakeNeon {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+type Shared = Arc<Mutex<State>>;
+
+/// Neon's error body, with the caller's request id when it sent one.
+fn error(status: u16, code: &str, message: &str, request_id: &str) -> Response {
+    let mut r = (
+        StatusCode::from_u16(status).unwrap(),
+        axum::Json(json!({ "request_id": request_id, "code": code, "message": message })),
+    )
+        .into_response();
+    r.headers_mut()
+        .insert("x-request-id", HeaderValue::from_str(request_id).unwrap());
+    r
+}
+
+fn ok(status: u16, body: Value) -> Response {
+    (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response()
+}
+
+async fn handle(AxState(shared): AxState<Shared>, req: Request) -> Response {
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let headers = req.headers().clone();
+    let header = |k: &str| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let authorization = header("authorization");
+    let content_type = header("content-type");
+    let request_id = header("x-request-id").unwrap_or_else(|| "fake-request-0001".into());
+    let bytes = axum::body::to_bytes(req.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    let body: Option<Value> = if bytes.is_empty() {
+        None
+    } else {
+        match serde_json::from_slice(&bytes) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                return error(400, "", "request body is not valid JSON", &request_id);
+            }
+        }
+    };
+    let delay;
+    let response = {
+        let mut st = shared.lock().unwrap();
+        st.requests.push(Recorded {
+            method: method.clone(),
+            path: path.clone(),
+            query: query.clone(),
+            authorization: authorization.clone(),
+            request_id: Some(request_id.clone()),
+            body: body.clone(),
+            at: Instant::now(),
+        });
+        let Some(rest) = path.strip_prefix("/api/v2/") else {
+            return error(404, "", "not found", &request_id);
+        };
+        if authorization.as_deref() != Some(&format!("Bearer {KEY}")) {
+            return error(
+                401,
+                "",
+                "authentication required: invalid API key",
+                &request_id,
+            );
+        }
+        if body.is_some()
+            && !content_type
+                .unwrap_or_default()
+                .starts_with("application/json")
+        {
+            return error(
+                415,
+                "",
+                "content type must be application/json",
+                &request_id,
+            );
+        }
+        if let Some(f) = st
+            .faults
+            .iter_mut()
+            .find(|f| f.times > 0 && f.method == method && path.ends_with(&f.path_suffix))
+        {
+            f.times -= 1;
+            let f = f.clone();
+            let mut r = error(f.status, &f.code, &f.message, &request_id);
+            if let Some(ra) = &f.retry_after {
+                r.headers_mut()
+                    .insert("retry-after", HeaderValue::from_str(ra).unwrap());
+            }
+            return r;
+        }
+        let segs: Vec<String> = rest.split('/').map(str::to_string).collect();
+        let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+        if segs.first() != Some(&"projects") || segs.len() < 2 {
+            return error(404, "", "not found", &request_id);
+        }
+        if segs[1] != PROJECT {
+            return error(
+                404,
+                "",
+                &format!("project {} not found", segs[1]),
+                &request_id,
+            );
+        }
+        let mutating = method == "POST" || method == "DELETE" || method == "PATCH";
+        if mutating && st.busy() {
+            return error(
+                423,
+                "",
+                "project already has running conflicting operations, scheduling of new ones is prohibited",
+                &request_id,
+            );
+        }
+        delay = match (method.as_str(), &segs[2..]) {
+            ("POST", ["branches"]) => match st.slow_create {
+                Some((d, n)) if n > 0 => {
+                    st.slow_create = Some((d, n - 1));
+                    Some(d)
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        route(
+            &mut st,
+            &method,
+            &segs[2..],
+            &query,
+            body.as_ref(),
+            &request_id,
+        )
+    };
+    if let Some(d) = delay {
+        // Applied already; the caller gives up before this answer arrives.
+        tokio::time::sleep(d).await;
+    }
+    response
+}
+
+fn route(
+    st: &mut State,
+    method: &str,
+    segs: &[&str],
+    query: &str,
+    body: Option<&Value>,
+    rid: &str,
+) -> Response {
+    match (method, segs) {
+        ("GET", ["branches"]) => list(st, query, rid),
+        ("POST", ["branches"]) => create(st, body, rid),
+        ("GET", ["branches", id]) => match st.branch(id).filter(|b| b.id == *id) {
+            Some(b) => ok(
+                200,
+                json!({ "branch": st.branch_json(b), "annotation": { "value": {} } }),
+            ),
+            None => error(404, "", &format!("branch {id} not found"), rid),
+        },
+        ("DELETE", ["branches", id]) => delete(st, id, rid),
+        ("POST", ["branches", id, "restore"]) => restore(st, id, body, rid),
+        ("GET", ["operations", id]) => match st.operations.iter().find(|o| o.id == *id) {
+            Some(o) => ok(200, json!({ "operation": st.op_json(o) })),
+            None => error(404, "", &format!("operation {id} not found"), rid),
+        },
+        _ => error(404, "", "not found", rid),
+    }
+}
+
+fn query_param(query: &str, key: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn list(st: &State, query: &str, rid: &str) -> Response {
+    let search = query_param(query, "search");
+    let offset = match query_param(query, "cursor") {
+        None => 0,
+        Some(c) => match c.strip_prefix("cur-").and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) => n,
+            None => return error(400, "", "invalid cursor", rid),
+        },
+    };
+    let mut all: Vec<&Branch> = st
+        .branches
+        .iter()
+        .filter(|b| {
+            search
+                .as_deref()
+                .is_none_or(|s| b.name.contains(s) || b.id.contains(s))
+        })
+        .collect();
+    // sort_by updated_at, sort_order desc: Neon's defaults.
+    all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+    let page: Vec<Value> = all
+        .iter()
+        .skip(offset)
+        .take(st.page_size)
+        .map(|b| st.branch_json(b))
+        .collect();
+    let mut pagination = json!({ "sort_by": "updated_at", "sort_order": "desc" });
+    if offset + st.page_size < all.len() {
+        pagination["next"] = json!(format!("cur-{}", offset + st.page_size));
+    }
+    ok(
+        200,
+        json!({ "branches": page, "annotations": {}, "pagination": pagination }),
+    )
+}
+
+/// Checks an object's keys and their JSON types as the OpenAPI schema declares them.
+fn check_fields(v: &Value, what: &str, fields: &[(&str, &str)]) -> Result<(), String> {
+    let Some(obj) = v.as_object() else {
+        return Err(format!("{what} must be an object"));
+    };
+    for (k, val) in obj {
+        let Some((_, ty)) = fields.iter().find(|(name, _)| name == k) else {
+            return Err(format!("{what}: unknown field `{k}`"));
+        };
+        let okay = match *ty {
+            "string" => val.is_string(),
+            "boolean" => val.is_boolean(),
+            "array" => val.is_array(),
+            "object" => val.is_object(),
+            _ => true,
+        };
+        if !okay {
+            return Err(format!("{what}.{k} must be a {ty}"));
+        }
+    }
+    Ok(())
+}
+
+fn create(st: &mut State, body: Option<&Value>, rid: &str) -> Response {
+    let empty = json!({});
+    let body = body.unwrap_or(&empty);
+    if let Err(m) = check_fields(
+        body,
+        "body",
+        &[
+            ("branch", "object"),
+            ("endpoints", "array"),
+            ("annotation_value", "object"),
+        ],
+    ) {
+        return error(400, "", &m, rid);
+    }
+    let b = body.get("branch").cloned().unwrap_or(json!({}));
+    if let Err(m) = check_fields(
+        &b,
+        "branch",
+        &[
+            ("parent_id", "string"),
+            ("name", "string"),
+            ("parent_lsn", "string"),
+            ("parent_timestamp", "string"),
+            ("protected", "boolean"),
+            ("archived", "boolean"),
+            ("init_source", "string"),
+            ("expires_at", "string"),
+        ],
+    ) {
+        return error(400, "", &m, rid);
+    }
+    if b.get("parent_lsn").is_some() && b.get("parent_timestamp").is_some() {
+        return error(
+            400,
+            "",
+            "parent_lsn and parent_timestamp are mutually exclusive",
+            rid,
+        );
+    }
+    if let Some(eps) = body.get("endpoints").and_then(Value::as_array) {
+        for e in eps {
+            let t = e.get("type").and_then(Value::as_str);
+            if !matches!(t, Some("read_write" | "read_only")) {
+                return error(
+                    400,
+                    "",
+                    "endpoints[].type must be read_write or read_only",
+                    rid,
+                );
+            }
+        }
+    }
+    let parent = match b.get("parent_id").and_then(Value::as_str) {
+        Some(p) if !p.is_empty() => match st.branches.iter().find(|x| x.id == p) {
+            Some(x) => x.clone(),
+            None => return error(404, "", &format!("parent branch {p} not found"), rid),
+        },
+        _ => st.branches.iter().find(|x| x.default).cloned().unwrap(),
+    };
+    let id = st.id("br-fake");
+    let name = match b.get("name").and_then(Value::as_str) {
+        Some("") => return error(400, "", "branch name must not be empty", rid),
+        Some(n) if n.chars().count() > 256 => {
+            return error(400, "", "branch name is longer than 256 characters", rid);
+        }
+        Some(n) => n.to_string(),
+        None => id.clone(),
+    };
+    if st.branches.iter().any(|x| x.name == name) {
+        return error(
+            409,
+            "",
+            &format!("branch with name {name} already exists"),
+            rid,
+        );
+    }
+    if st.branches.len() >= st.branches_limit {
+        return error(
+            422,
+            "BRANCHES_LIMIT_EXCEEDED",
+            &format!(
+                "the project has reached its limit of {} branches",
+                st.branches_limit
+            ),
+            rid,
+        );
+    }
+    let created_at = st.now();
+    let parent_lsn = st.lsn();
+    let branch = Branch {
+        id: id.clone(),
+        name,
+        parent_id: Some(parent.id.clone()),
+        parent_lsn: Some(parent_lsn),
+        created_at,
+        default: false,
+        protected: b.get("protected").and_then(Value::as_bool).unwrap_or(false),
+        data: parent.data.clone(),
+        busy_state: "init",
+    };
+    st.branches.push(branch.clone());
+    let mut ops = vec![st.op(&id, "create_branch")];
+    let endpoints: Vec<Value> = body
+        .get("endpoints")
+        .and_then(Value::as_array)
+        .map(|eps| {
+            eps.iter()
+                .enumerate()
+                .map(|(i, e)| json!({ "id": format!("ep-fake-{i}"), "branch_id": id, "type": e["type"] }))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !endpoints.is_empty() {
+        ops.push(st.op(&id, "start_compute"));
+    }
+    let ops: Vec<Value> = ops.iter().map(|o| st.op_json(o)).collect();
+    ok(
+        201,
+        json!({
+            "branch": st.branch_json(&branch),
+            "endpoints": endpoints,
+            "operations": ops,
+            "roles": [],
+            "databases": [],
+            "connection_uris": [],
+        }),
+    )
+}
+
+fn delete(st: &mut State, id: &str, rid: &str) -> Response {
+    let Some(b) = st.branches.iter().find(|b| b.id == id).cloned() else {
+        return error(404, "", &format!("branch {id} not found"), rid);
+    };
+    if b.default {
+        return error(400, "", "cannot delete the project's default branch", rid);
+    }
+    if b.parent_id.is_none() {
+        return error(400, "", "cannot delete the project's root branch", rid);
+    }
+    if b.protected {
+        return error(400, "", "cannot delete a protected branch", rid);
+    }
+    if st
+        .branches
+        .iter()
+        .any(|c| c.parent_id.as_deref() == Some(id))
+    {
+        return error(
+            400,
+            "",
+            "cannot delete a branch that has child branches",
+            rid,
+        );
+    }
+    let mut json_branch = st.branch_json(&b);
+    json_branch["pending_state"] = json!("storage_deleted");
+    st.branches.retain(|x| x.id != id);
+    let op = st.op(id, "delete_timeline");
+    let op = st.op_json(&op);
+    ok(200, json!({ "branch": json_branch, "operations": [op] }))
+}
+
+fn restore(st: &mut State, id: &str, body: Option<&Value>, rid: &str) -> Response {
+    let Some(body) = body else {
+        return error(400, "", "request body is required", rid);
+    };
+    if let Err(m) = check_fields(
+        body,
+        "body",
+        &[
+            ("source_branch_id", "string"),
+            ("source_lsn", "string"),
+            ("source_timestamp", "string"),
+            ("preserve_under_name", "string"),
+        ],
+    ) {
+        return error(400, "", &m, rid);
+    }
+    let Some(target) = st.branches.iter().find(|b| b.id == id).cloned() else {
+        return error(404, "", &format!("branch {id} not found"), rid);
+    };
+    let Some(source_id) = body.get("source_branch_id").and_then(Value::as_str) else {
+        return error(400, "", "source_branch_id is required", rid);
+    };
+    let Some(source) = st.branches.iter().find(|b| b.id == source_id).cloned() else {
+        return error(
+            404,
+            "",
+            &format!("source branch {source_id} not found"),
+            rid,
+        );
+    };
+    if body.get("source_lsn").is_some() && body.get("source_timestamp").is_some() {
+        return error(
+            400,
+            "",
+            "source_lsn and source_timestamp are mutually exclusive",
+            rid,
+        );
+    }
+    let has_children = st
+        .branches
+        .iter()
+        .any(|c| c.parent_id.as_deref() == Some(id));
+    let preserve = body.get("preserve_under_name").and_then(Value::as_str);
+    if preserve.is_none() && (has_children || source_id == id) {
+        return error(
+            400,
+            "",
+            "preserve_under_name is required when the branch has children or is restored from itself",
+            rid,
+        );
+    }
+    let mut ops = vec![st.op(id, "suspend_compute")];
+    if let Some(name) = preserve {
+        if st.branches.iter().any(|b| b.name == name) {
+            return error(
+                409,
+                "",
+                &format!("branch with name {name} already exists"),
+                rid,
+            );
+        }
+        let pid = st.id("br-preserved");
+        let created_at = st.now();
+        st.branches.push(Branch {
+            id: pid.clone(),
+            name: name.into(),
+            parent_id: target.parent_id.clone(),
+            parent_lsn: target.parent_lsn.clone(),
+            created_at,
+            default: false,
+            protected: false,
+            data: target.data.clone(),
+            busy_state: "init",
+        });
+        // "all existing child branches are moved to the newly created branch"
+        for c in st.branches.iter_mut() {
+            if c.parent_id.as_deref() == Some(id) {
+                c.parent_id = Some(pid.clone());
+            }
+        }
+        ops.push(st.op(&pid, "create_branch"));
+    }
+    let t = st.branches.iter_mut().find(|b| b.id == id).unwrap();
+    t.data = source.data.clone();
+    t.busy_state = "resetting";
+    let t = t.clone();
+    ops.push(st.op(id, "create_timeline"));
+    let ops: Vec<Value> = ops.iter().map(|o| st.op_json(o)).collect();
+    ok(
+        200,
+        json!({ "branch": st.branch_json(&t), "operations": ops }),
+    )
+}
