@@ -44,12 +44,21 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         log: PathBuf,
     },
+    /// The whole runbook: check-env, backup, migrate, deploy, smoke (rolling back on
+    /// failure), then the deployment log to the summary, the PR, Deployments and outputs
+    Run(RunArgs),
     /// Apply and inspect SQL migrations (the runbook's phase 4)
     #[command(subcommand)]
     Migrate(MigrateCommand),
     /// Smoke-test the deployed app: health, login and configured checks with warm-up
     /// retries and latency budgets, then an optional watch window (the runbook's phase 6)
     Smoke(SmokeArgs),
+    /// Roll a new image onto the app's machines: leases, batches, health checks, and every
+    /// changed machine put back if anything fails (the runbook's phase 5)
+    Deploy(DeployArgs),
+    /// Put the machines back on the image the last deploy replaced, or roll forward to
+    /// --image; optionally restore the database from a backup first
+    Rollback(RollbackArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,7 +99,7 @@ pub enum MigrateCommand {
     },
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct MigrateArgs {
     /// PostgreSQL URL of the database; use the direct URL, not a pooled one
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
@@ -100,9 +109,16 @@ pub struct MigrateArgs {
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
 
-    /// Tracking table, optionally schema-qualified [default: [migrate] table, else "_migrations"]
+    /// Tracking table, optionally schema-qualified [default: [migrate] table, else the
+    /// layout's: _migrations, drizzle.__drizzle_migrations or _sqlx_migrations]
     #[arg(long, value_name = "NAME")]
     pub table: Option<String>,
+
+    /// How the directory is laid out, and which tool's tracking table goes with it: flat
+    /// (*.sql in byte order), drizzle (drizzle-kit's journal), sqlx (<version>_<name>.sql)
+    /// [default: [migrate] layout, else flat]
+    #[arg(long, value_enum, value_name = "LAYOUT")]
+    pub layout: Option<crate::migrate::Layout>,
 
     /// How long to wait for another runner's migration lock [default: 10m]
     #[arg(long, value_name = "DURATION")]
@@ -117,7 +133,7 @@ pub struct MigrateArgs {
     pub statement_timeout: Option<String>,
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct CheckEnvArgs {
     /// Dotenv file with the app's variables (KEY=value); a non-empty variable of the process
     /// environment wins over the file [default: INPUT_ENV-FILE inside an action]
@@ -130,7 +146,7 @@ pub struct CheckEnvArgs {
     pub fly: bool,
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct SmokeArgs {
     /// Base URL of the app [default: INPUT_URL inside an action, else $APP_URL, else app_url
     /// in the config]
@@ -179,7 +195,7 @@ impl BackupCommand {
     }
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct BackupArgs {
     /// Where backups go [default: [backup] provider, else neon when NEON_PROJECT_ID is set,
     /// else pg_dump]
@@ -198,4 +214,46 @@ pub struct BackupArgs {
     /// pg_dump: the archive directory [default: [backup] dir, else "backups"]
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DeployArgs {
+    /// The image to deploy, e.g. registry.fly.io/APP:deployment-1234 (for [deploy] provider
+    /// = "command": whatever `{image}` should become) [default: INPUT_IMAGE]
+    #[arg(long, value_name = "REF")]
+    pub image: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RollbackArgs {
+    /// Roll forward to this image instead of back to the one the last deploy replaced
+    /// [default: INPUT_IMAGE]
+    #[arg(long, value_name = "REF")]
+    pub image: Option<String>,
+
+    /// Also restore the database from this backup (an id from `backup list`): the machines
+    /// are stopped, the backup restored, then the machines started on the previous image
+    #[arg(long, value_name = "ID")]
+    pub restore_backup: Option<String>,
+
+    /// Confirm --restore-backup: every database write made since the backup is discarded
+    #[arg(long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct RunArgs {
+    /// Image to deploy [default: INPUT_IMAGE inside an action; none: migrate only]
+    #[arg(long, value_name = "REF")]
+    pub image: Option<String>,
+
+    /// Do every read-only part (env check, migration plan against the live ledger) and
+    /// change nothing; writes the summary and the JSON log, never a PR comment or Deployment
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Dotenv file with the app's variables: checked by the env contract and seen by every
+    /// phase (a non-empty process variable wins) [default: INPUT_ENV-FILE inside an action]
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
 }

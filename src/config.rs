@@ -22,7 +22,8 @@ pub struct File {
     pub env: Option<toml::Table>,
     #[serde(default)]
     pub backup: BackupFile,
-    pub deploy: Option<toml::Table>,
+    #[serde(default)]
+    pub deploy: crate::deploy::DeployFile,
     #[serde(default)]
     pub smoke: crate::smoke::SmokeFile,
     #[serde(default)]

@@ -6,10 +6,12 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod deploy;
 pub mod error;
 pub mod fly;
 pub mod migrate;
 pub mod output;
+pub mod pipeline;
 pub mod preflight;
 pub mod redact;
 pub mod report;
@@ -30,8 +32,40 @@ pub async fn run(cli: &Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Outc
             backup::run(cmd, &backup::settings(cmd.args(), &loaded, env)?).await
         }
         Command::CheckEnv(args) => preflight::check_env(args, &loaded, env).await,
+        Command::Deploy(args) => deploy::deploy(args, &loaded, env).await,
+        Command::Rollback(args) => deploy::rollback(args, &loaded, env).await,
         Command::Smoke(a) => smoke::run(&smoke_settings(a, &loaded, env)?).await,
         Command::Report { log } => report::render(log),
+        Command::Run(a) => {
+            let image = a
+                .image
+                .clone()
+                .or_else(|| env("INPUT_IMAGE").filter(|v| !v.trim().is_empty()));
+            let dry_run = a.dry_run || env("INPUT_DRY-RUN").is_some_and(|v| v.trim() == "true");
+            let env_file = a.env_file.clone().or_else(|| {
+                env("INPUT_ENV-FILE")
+                    .filter(|v| !v.trim().is_empty())
+                    .map(Into::into)
+            });
+            let file = env_file
+                .as_deref()
+                .map(preflight::dotenv::EnvFile::read)
+                .transpose()?;
+            // The file fills in what the process environment leaves unset or empty.
+            let layered = |k: &str| {
+                env(k).filter(|v| !v.is_empty()).or_else(|| {
+                    file.as_ref()
+                        .and_then(|f| f.get(k))
+                        .map(|(v, _)| v.to_string())
+                })
+            };
+            let args = pipeline::RunArgs {
+                image,
+                dry_run,
+                env_file,
+            };
+            pipeline::run(args, &loaded, &layered).await
+        }
         Command::Migrate(cmd) => match cmd {
             MigrateCommand::Status(a) => migrate::status(&migrate_settings(a, &loaded, env)?).await,
             MigrateCommand::Plan(a) => migrate::plan(&migrate_settings(a, &loaded, env)?).await,
@@ -51,7 +85,7 @@ pub async fn run(cli: &Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Outc
 }
 
 /// Resolves the migrate settings: flag, then environment, then `[migrate]`, then default.
-fn migrate_settings(
+pub(crate) fn migrate_settings(
     a: &MigrateArgs,
     loaded: &Loaded,
     env: &dyn Fn(&str) -> Option<String>,
@@ -67,11 +101,20 @@ fn migrate_settings(
         (None, Some(d)) => loaded.resolve_path(d),
         (None, None) => loaded.resolve_path(std::path::Path::new("migrations")),
     };
+    let layout = match (a.layout, &f.layout) {
+        (Some(l), _) => l,
+        (None, Some(name)) => migrate::Layout::parse(name).ok_or_else(|| {
+            Error::usage(format!("[migrate] layout = \"{name}\" is not a known layout"))
+                .file(loaded.describe("[migrate] layout"))
+                .hint("use \"flat\" (every *.sql file in byte order of name, _migrations), \"drizzle\" (drizzle-kit's meta/_journal.json, drizzle.__drizzle_migrations) or \"sqlx\" (<version>_<description>.sql, _sqlx_migrations); see docs/layouts.md")
+        })?,
+        (None, None) => migrate::Layout::Flat,
+    };
     let table = a
         .table
         .clone()
         .or_else(|| f.table.clone())
-        .unwrap_or_else(|| "_migrations".into());
+        .unwrap_or_else(|| layout.default_table().into());
     let valid_part = |p: &str| {
         !p.is_empty()
             && p.len() <= 63
@@ -83,15 +126,6 @@ fn migrate_settings(
     if table.split('.').count() > 2 || !table.split('.').all(valid_part) {
         return Err(Error::usage(format!("`{table}` is not a usable table name"))
             .hint("use letters, digits and underscores, optionally schema-qualified: _migrations or ops._migrations"));
-    }
-    if let Some(layout) = &f.layout
-        && layout != "flat"
-    {
-        return Err(Error::usage(format!(
-            "[migrate] layout = \"{layout}\" is not supported yet"
-        ))
-        .file(loaded.describe("[migrate] layout"))
-        .hint("use layout = \"flat\": every *.sql file of the directory in byte order of name"));
     }
     let duration = |flag: &Option<String>,
                     file: &Option<config::DurationValue>,
@@ -120,6 +154,7 @@ fn migrate_settings(
     Ok(migrate::Settings {
         url,
         dir,
+        layout,
         table,
         lock_wait: duration(
             &a.lock_wait,
@@ -143,7 +178,7 @@ fn migrate_settings(
 
 /// Resolves the smoke settings: the app URL from `--url`, `INPUT_URL`, `APP_URL`, then
 /// `app_url`; the watch window from `--watch`, `INPUT_WATCH`, then `[watch] duration`.
-fn smoke_settings(
+pub(crate) fn smoke_settings(
     a: &SmokeArgs,
     loaded: &Loaded,
     env: &dyn Fn(&str) -> Option<String>,

@@ -67,15 +67,28 @@ fn a_clean_apply_has_no_drift_and_out_of_band_changes_are_each_found() {
         "{}",
         text.stderr
     );
-    assert_eq!(scratch_databases_of(&db), 0);
+    // The scratch database carries the process id of the run that made it: none is left.
+    let child = db
+        .cmd(&[
+            "migrate",
+            "drift",
+            "--dir",
+            db.migrations().to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(1));
+    assert_eq!(scratch_databases_of(pid), 0);
 }
 
-/// Scratch databases nobody is connected to: left behind by a finished run (a leak).
-fn scratch_databases_of(_db: &TestDb) -> usize {
+/// Scratch databases left behind by the flightplan process `pid`.
+fn scratch_databases_of(pid: u32) -> usize {
     common::query_url(
         &common::admin_url(),
-        "SELECT count(*)::text FROM pg_database d WHERE datname LIKE 'flightplan_scratch_%' \
-         AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)",
+        &format!("SELECT count(*)::text FROM pg_database WHERE datname LIKE 'flightplan\\_scratch\\_{pid}\\_%'"),
     )[0][0]
         .as_deref()
         .unwrap()

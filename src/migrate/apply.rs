@@ -13,11 +13,11 @@ use serde_json::{Value, json};
 use sqlx::postgres::{PgConnection, PgDatabaseError, PgErrorPosition};
 use sqlx::{AssertSqlSafe, Connection, Either, Row as _};
 
+use super::layout::Key;
 use super::ledger::{Ledger, sql_error};
 use super::source::{Migration, Source, line_col};
 use super::split;
 use super::{Settings, Status, pending_lint};
-use crate::db::quote_literal;
 use crate::error::Error;
 use crate::output::Outcome;
 
@@ -55,10 +55,10 @@ pub(super) async fn run(
     let mut conn = s.url.connect(s.connect_timeout).await?;
     // Fast path: one read, no lock. Rows are only ever added, so "everything is applied"
     // seen without the lock stays true.
-    let ledger = Ledger::read(&mut conn, &s.table).await?;
+    let ledger = Ledger::read(&mut conn, s.layout, &s.table).await?;
     ledger.check_shape()?;
     let st = Status::of(source, &ledger);
-    let early = st.integrity_error(source).or_else(|| {
+    let early = st.integrity_error(source, &ledger).or_else(|| {
         if retry_failed {
             None
         } else {
@@ -130,10 +130,10 @@ async fn locked(
         );
     }
     // Another runner may have applied files while we waited: read again under the lock.
-    let ledger = Ledger::run_and_read(conn, &s.table, ensure.as_deref()).await?;
+    let ledger = Ledger::run_and_read(conn, s.layout, &s.table, ensure.as_deref()).await?;
     ledger.check_shape()?;
     let st = Status::of(source, &ledger);
-    if let Some(e) = st.integrity_error(source) {
+    if let Some(e) = st.integrity_error(source, &ledger) {
         release(conn).await;
         return Ok(failed(e, &st, Vec::new()));
     }
@@ -144,26 +144,8 @@ async fn locked(
     let t = &ledger.qualified;
 
     if !st.adoptable.is_empty() {
-        let cases: String = st
-            .adoptable
-            .iter()
-            .filter_map(|n| source.get(n))
-            .map(|m| {
-                format!(
-                    " WHEN {} THEN {}",
-                    quote_literal(&m.filename),
-                    quote_literal(&m.checksum)
-                )
-            })
-            .collect();
-        let sql = format!(
-            "UPDATE {t} SET checksum = CASE filename{cases} END WHERE checksum IS NULL AND filename IN ({})",
-            st.adoptable
-                .iter()
-                .map(|n| quote_literal(n))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let files: Vec<&Migration> = st.adoptable.iter().filter_map(|n| source.get(n)).collect();
+        let sql = s.layout.adopt_sql(t, &files);
         sqlx::raw_sql(AssertSqlSafe(sql))
             .execute(&mut *conn)
             .await
@@ -197,8 +179,9 @@ async fn locked(
             && p["out_of_order"] == true
         {
             tracing::warn!(
-                "{} sorts before an applied migration; applying it out of order",
-                m.filename
+                "{}: {}; applying it out of order",
+                m.filename,
+                s.layout.out_of_order_note()
             );
         }
     }
@@ -336,11 +319,7 @@ impl Ctx<'_> {
 
     fn clear_retry_sql(&self, m: &Migration) -> String {
         if self.retry.contains(&m.filename) {
-            format!(
-                "DELETE FROM {} WHERE filename = {} AND status <> 'applied';\n",
-                self.t,
-                quote_literal(&m.filename)
-            )
+            self.s.layout.clear_failed_sql(self.t, m)
         } else {
             String::new()
         }
@@ -363,9 +342,13 @@ async fn run_batch(
     done: &mut Vec<Value>,
 ) -> Result<(), Error> {
     let mut from = 0;
+    // Files from `end` on are not sent: one of them has a syntax error, `deferred`.
+    let mut end = files.len();
+    let mut deferred: Option<Error> = None;
     let mut attempts = 0u32;
-    while from < files.len() {
-        let (sql, segments) = build_batch(ctx, &files[from..], unlock);
+    while from < end {
+        let unlock_now = if end == files.len() { unlock } else { None };
+        let (sql, segments) = build_batch(ctx, &files[from..end], unlock_now);
         let mut committed_rows = Vec::new();
         let mut stream = sqlx::raw_sql(AssertSqlSafe(sql)).fetch_many(&mut *conn);
         let mut failure = None;
@@ -373,8 +356,13 @@ async fn run_batch(
             match stream.try_next().await {
                 Ok(Some(Either::Right(row))) => {
                     if row.try_get::<String, _>(0).is_ok_and(|t| t == "fp:applied") {
-                        let name: String = row.try_get(1).unwrap_or_default();
+                        let key: String = row.try_get(1).unwrap_or_default();
                         let ms: String = row.try_get(2).unwrap_or_default();
+                        // The row names the file by its key; report it by its file name.
+                        let name = files[from..end]
+                            .iter()
+                            .find(|m| m.key.to_string() == key)
+                            .map_or(key, |m| m.filename.clone());
                         committed_rows.push((name, ms.parse::<i64>().unwrap_or(0)));
                     }
                 }
@@ -392,26 +380,42 @@ async fn run_batch(
                 progress!(ctx.s, "applied {name} ({ms} ms)");
                 done.push(json!({ "filename": name, "duration_ms": ms, "transaction": true }));
             }
-            return Ok(());
+            return deferred.map_or(Ok(()), Err);
         };
         // The failed transaction is still open (aborted): end it before asking anything.
         let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
         // The ledger, not the stream, says which files committed (a COMMIT itself can fail).
-        let names: Vec<String> = files[from..].iter().map(|m| m.filename.clone()).collect();
-        let committed = committed_of(conn, ctx.t, &names).await?;
+        let committed = committed_of(ctx, conn, &files[from..end]).await?;
         for (name, ms) in committed_rows.iter().filter(|(n, _)| committed.contains(n)) {
             progress!(ctx.s, "applied {name} ({ms} ms)");
             done.push(json!({ "filename": name, "duration_ms": ms, "transaction": true }));
         }
         let failed_at = from
-            + files[from..]
+            + files[from..end]
                 .iter()
                 .position(|m| !committed.contains(&m.filename))
                 .unwrap_or(0);
-        let m = files[failed_at];
         let db = err
             .as_database_error()
             .and_then(|d| d.try_downcast_ref::<PgDatabaseError>());
+        let at = db.and_then(|d| match d.position() {
+            Some(PgErrorPosition::Original(pos)) => locate_in_batch(&segments, files, from, pos),
+            _ => None,
+        });
+        // PostgreSQL parses a whole message before running any of it: an error located in a
+        // later file is a syntax error there, and the files before it never ran. Send them
+        // again without it, then report it.
+        if let Some((k, ..)) = at
+            && k > failed_at
+        {
+            deferred = Some(migration_error(files[k], &err, |pos| {
+                locate_in_batch(&segments, files, from, pos)
+            }));
+            from = failed_at;
+            end = k;
+            continue;
+        }
+        let m = files[failed_at];
         if db.is_some_and(|d| d.code() == "55P03") && attempts < ctx.s.lock_retries {
             attempts += 1;
             let wait = backoff(attempts);
@@ -481,13 +485,10 @@ fn build_batch(ctx: &Ctx<'_>, files: &[&Migration], unlock: Option<i64>) -> (Str
         push(
             &mut sql,
             &format!(
-                "\n;\nINSERT INTO {} (filename, checksum, executed_at, execution_ms, applied_by, status) VALUES ({}, {}, clock_timestamp(), \
-                 round(extract(epoch FROM clock_timestamp() - current_setting('flightplan.t0')::timestamptz) * 1000)::bigint, {}, 'applied') \
-                 RETURNING 'fp:applied', filename::text, execution_ms::text;\nCOMMIT;\n",
-                ctx.t,
-                quote_literal(&m.filename),
-                quote_literal(&m.checksum),
-                quote_literal(&ctx.s.applied_by)
+                "\n;\n{}COMMIT;\n",
+                ctx.s
+                    .layout
+                    .insert_committed_sql(ctx.t, m, &ctx.s.applied_by)
             ),
             &mut chars,
         );
@@ -551,43 +552,43 @@ async fn locate_statement(
     found
 }
 
-/// Which of `names` have an applied row.
+/// The file names of `files` that have an applied row.
 async fn committed_of(
+    ctx: &Ctx<'_>,
     conn: &mut PgConnection,
-    t: &str,
-    names: &[String],
+    files: &[&Migration],
 ) -> Result<Vec<String>, Error> {
-    if names.is_empty() {
+    if files.is_empty() {
         return Ok(Vec::new());
     }
-    let list = names
-        .iter()
-        .map(|n| quote_literal(n))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql =
-        format!("SELECT filename::text FROM {t} WHERE status = 'applied' AND filename IN ({list})");
+    let keys: Vec<&Key> = files.iter().map(|m| &m.key).collect();
+    let sql = ctx.s.layout.committed_sql(ctx.t, &keys);
     let rows = sqlx::raw_sql(AssertSqlSafe(sql))
         .fetch_all(&mut *conn)
         .await
         .map_err(|e| sql_error("reading the tracking table after a failure", &e))?;
-    Ok(rows
+    let keys: Vec<String> = rows
         .iter()
         .filter_map(|r| r.try_get::<String, _>(0).ok())
+        .collect();
+    Ok(files
+        .iter()
+        .filter(|m| keys.contains(&m.key.to_string()))
+        .map(|m| m.filename.clone())
         .collect())
 }
 
-/// A `-- no-transaction` file: a `running` row first (so a crash is visible), then each
-/// statement as its own message (PostgreSQL would wrap several in one implicit
-/// transaction, which `CREATE INDEX CONCURRENTLY` refuses), then `applied` or `failed`.
+/// A `-- no-transaction` file: a `running` row first where the layout's table has room for
+/// one (so a crash is visible), then each statement as its own message (PostgreSQL would
+/// wrap several in one implicit transaction, which `CREATE INDEX CONCURRENTLY` refuses),
+/// then `applied` or `failed`.
 async fn run_no_tx(ctx: &Ctx<'_>, conn: &mut PgConnection, m: &Migration) -> Result<Value, Error> {
     let t = ctx.t;
-    let name = quote_literal(&m.filename);
+    let layout = ctx.s.layout;
     let begin = format!(
-        "{}INSERT INTO {t} (filename, checksum, executed_at, applied_by, status) VALUES ({name}, {}, clock_timestamp(), {}, 'running');\n{}",
+        "SELECT set_config('flightplan.t0', clock_timestamp()::text, false);\n{}{}{}",
         ctx.clear_retry_sql(m),
-        quote_literal(&m.checksum),
-        quote_literal(&ctx.s.applied_by),
+        layout.start_sql(t, m, &ctx.s.applied_by),
         ctx.settings_sql("")
     );
     sqlx::raw_sql(AssertSqlSafe(begin))
@@ -619,8 +620,8 @@ async fn run_no_tx(ctx: &Ctx<'_>, conn: &mut PgConnection, m: &Migration) -> Res
                 error = error.line(line).column(col);
             }
             let record = format!(
-                "UPDATE {t} SET status = 'failed', error = {} WHERE filename = {name};\nRESET lock_timeout;\nRESET statement_timeout;",
-                quote_literal(&error.message)
+                "{}RESET lock_timeout;\nRESET statement_timeout;",
+                layout.failed_sql(t, m, &error.message)
             );
             let _ = sqlx::raw_sql(AssertSqlSafe(record))
                 .execute(&mut *conn)
@@ -646,9 +647,8 @@ async fn run_no_tx(ctx: &Ctx<'_>, conn: &mut PgConnection, m: &Migration) -> Res
         }
     }
     let done = format!(
-        "UPDATE {t} SET status = 'applied', error = NULL, \
-           execution_ms = round(extract(epoch FROM clock_timestamp() - executed_at) * 1000)::bigint \
-         WHERE filename = {name} RETURNING execution_ms::text;\nRESET lock_timeout;\nRESET statement_timeout;"
+        "{}RESET lock_timeout;\nRESET statement_timeout;",
+        layout.done_sql(t, m)
     );
     let rows = sqlx::raw_sql(AssertSqlSafe(done))
         .fetch_all(&mut *conn)
@@ -836,34 +836,38 @@ pub(super) async fn mark(
     names: &[String],
 ) -> Result<Outcome, Error> {
     let mut conn = s.url.connect(s.connect_timeout).await?;
-    let before = Ledger::read(&mut conn, &s.table).await?;
+    let before = Ledger::read(&mut conn, s.layout, &s.table).await?;
     before.check_shape()?;
     let key = lock_key(&s.table);
     acquire_lock(&mut conn, key, s.lock_wait).await?;
     let result = async {
-        let ledger = Ledger::run_and_read(&mut conn, &s.table, before.ensure_sql().as_deref()).await?;
+        let ledger = Ledger::run_and_read(
+            &mut conn,
+            s.layout,
+            &s.table,
+            before.ensure_sql().as_deref(),
+        )
+        .await?;
         let t = &ledger.qualified;
         let mut marked = Vec::new();
         let mut already = Vec::new();
         let mut sql = String::from("BEGIN;\n");
+        let applied_by = format!("{} (mark-applied)", s.applied_by);
         for n in names {
             let m = source.get(n).expect("checked by the caller");
-            match ledger.row(n) {
+            match ledger.row(&m.key) {
                 Some(r) if r.status == super::RowStatus::Applied => already.push(n.clone()),
                 _ => {
-                    sql.push_str(&format!(
-                        "DELETE FROM {t} WHERE filename = {0};\nINSERT INTO {t} (filename, checksum, executed_at, applied_by, status) \
-                         VALUES ({0}, {1}, now(), {2}, 'applied');\n",
-                        quote_literal(n),
-                        quote_literal(&m.checksum),
-                        quote_literal(&format!("{} (mark-applied)", s.applied_by))
-                    ));
+                    sql.push_str(&s.layout.mark_sql(t, m, &applied_by));
                     marked.push(n.clone());
                 }
             }
         }
         sql.push_str("COMMIT;\n");
-        sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut conn).await.map_err(|e| sql_error("recording the files", &e))?;
+        sqlx::raw_sql(AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .map_err(|e| sql_error("recording the files", &e))?;
         Ok::<_, Error>((marked, already))
     }
     .await;
@@ -903,6 +907,7 @@ mod tests {
         let s = crate::migrate::Settings {
             url: crate::db::DatabaseUrl::parse("postgres://u@127.0.0.1/d").unwrap(),
             dir: PathBuf::from("."),
+            layout: crate::migrate::Layout::Flat,
             table: "_migrations".into(),
             lock_wait: Duration::from_secs(1),
             lock_timeout: Duration::from_secs(5),

@@ -9,7 +9,7 @@ use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Row as _};
 
 use super::ledger::sql_error;
-use super::{Settings, Source};
+use super::{Settings, Source, load};
 use crate::db::{DatabaseUrl, quote_ident, quote_literal};
 use crate::error::Error;
 use crate::output::Outcome;
@@ -27,8 +27,13 @@ pub struct Drift {
 }
 
 /// Reads the catalog of the connected database in one query, leaving out the ledger table
-/// (it is flightplan's, not the app's) and objects owned by extensions.
+/// (it is the migration tool's, not the app's), the schema entry of a schema-qualified
+/// ledger (drizzle's `drizzle` exists only where migrations ran, so a database built by
+/// `db:push` would differ by it alone), and objects owned by extensions.
 pub async fn snapshot(conn: &mut PgConnection, ledger: &str) -> Result<Catalog, Error> {
+    let ledger_schema = ledger
+        .split_once('.')
+        .map_or_else(|| "NULL".to_string(), |(schema, _)| quote_literal(schema));
     let ledger = quote_literal(&quote_ident(ledger));
     let sql = format!(
         r#"WITH ns AS (
@@ -43,7 +48,7 @@ pub async fn snapshot(conn: &mut PgConnection, ledger: &str) -> Result<Catalog, 
   WHERE c.oid NOT IN (SELECT objid FROM ext_owned) AND c.oid <> (SELECT oid FROM ledger)
     AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.refobjid = (SELECT oid FROM ledger) AND d.deptype IN ('a', 'i'))
 )
-SELECT 'schema', nspname::text, 'schema' FROM ns WHERE nspname <> 'public'
+SELECT 'schema', nspname::text, 'schema' FROM ns WHERE nspname <> 'public' AND nspname IS DISTINCT FROM {ledger_schema}
 UNION ALL SELECT 'extension', extname::text, 'extension' FROM pg_extension WHERE extname <> 'plpgsql'
 UNION ALL SELECT 'table', nspname || '.' || relname, CASE relkind WHEN 'p' THEN 'partitioned table' ELSE 'table' END
   FROM rel WHERE relkind IN ('r', 'p')
@@ -196,9 +201,9 @@ async fn build_expected(
 
 /// `migrate drift`: exit 1 when the database differs from what its applied files build.
 pub async fn drift(s: &Settings) -> Result<Outcome, Error> {
-    let source = Source::discover(&s.dir)?;
+    let source = load(s)?;
     let mut conn = s.url.connect(s.connect_timeout).await?;
-    let ledger = super::Ledger::read(&mut conn, &s.table).await?;
+    let ledger = super::Ledger::read(&mut conn, s.layout, &s.table).await?;
     // Compare with what the *applied* files build: pending files are not drift.
     let applied = applied_only(&source, &ledger);
     tracing::info!(
@@ -235,7 +240,7 @@ fn applied_only(source: &Source, ledger: &super::Ledger) -> Source {
     let mut s = source.clone();
     s.migrations.retain(|m| {
         ledger
-            .row(&m.filename)
+            .row(&m.key)
             .is_some_and(|r| r.status == super::RowStatus::Applied)
     });
     s
@@ -303,9 +308,9 @@ fn clip(s: &str, from: usize) -> String {
 /// change is already in the database (applied by hand, or by `db:push`); with `--yes`, the
 /// fully present ones are recorded as applied, in one audited step.
 pub async fn adopt(s: &Settings, yes: bool) -> Result<Outcome, Error> {
-    let source = Source::discover(&s.dir)?;
+    let source = load(s)?;
     let mut conn = s.url.connect(s.connect_timeout).await?;
-    let ledger = super::Ledger::read(&mut conn, &s.table).await?;
+    let ledger = super::Ledger::read(&mut conn, s.layout, &s.table).await?;
     let st = super::Status::of(&source, &ledger);
     let actual = snapshot(&mut conn, &s.table).await?;
     let result = per_file_changes(s, &mut conn, &source, &ledger, &st.pending_names).await;

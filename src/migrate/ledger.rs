@@ -1,22 +1,13 @@
-//! The tracking table: reading it in one round trip, creating or extending it, and the
-//! rows written by flightplan and by the runbook's older runner alike.
+//! The tracking table: reading it in one round trip, creating or extending it, and its rows in every layout's terms.
 
 use futures_util::TryStreamExt;
 use serde::Serialize;
 use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Either, Row as _};
 
+use super::layout::{Key, Layout};
 use crate::db::{quote_ident, quote_literal};
 use crate::error::Error;
-
-/// Columns flightplan adds to an adopted table; old rows keep NULLs (and `applied`).
-const ADDED_COLUMNS: &[(&str, &str)] = &[
-    ("checksum", "text"),
-    ("execution_ms", "bigint"),
-    ("applied_by", "text"),
-    ("status", "text NOT NULL DEFAULT 'applied'"),
-    ("error", "text"),
-];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -30,7 +21,11 @@ pub enum RowStatus {
 
 #[derive(Debug, Clone)]
 pub struct Row {
-    pub filename: String,
+    pub key: Key,
+    /// How to name the row when no file has its key: the file name (flat), `when=…`
+    /// (drizzle), `version … (description)` (sqlx).
+    pub name: String,
+    /// Hex digest; `None` in a row of the runbook's older runner.
     pub checksum: Option<String>,
     pub status: RowStatus,
     pub executed_at: Option<String>,
@@ -42,6 +37,7 @@ pub struct Row {
 /// The table as read: whether it exists, which columns it has, and its rows.
 #[derive(Debug, Clone)]
 pub struct Ledger {
+    pub layout: Layout,
     /// The name as configured (possibly schema-qualified).
     pub name: String,
     pub exists: bool,
@@ -68,19 +64,25 @@ impl Ledger {
     }
 
     /// Reads the table in one round trip, creating nothing.
-    pub async fn read(conn: &mut PgConnection, name: &str) -> Result<Ledger, Error> {
-        Ledger::run_and_read(conn, name, None).await
+    pub async fn read(
+        conn: &mut PgConnection,
+        layout: Layout,
+        name: &str,
+    ) -> Result<Ledger, Error> {
+        Ledger::run_and_read(conn, layout, name, None).await
     }
 
     /// Runs `prefix` (DDL, under the lock) and reads the table, in one message.
     pub async fn run_and_read(
         conn: &mut PgConnection,
+        layout: Layout,
         name: &str,
         prefix: Option<&str>,
     ) -> Result<Ledger, Error> {
         let mut sql = prefix.map(|p| format!("{p};\n")).unwrap_or_default();
         sql.push_str(&Ledger::read_sql(name));
         let mut ledger = Ledger {
+            layout,
             name: name.to_string(),
             exists: false,
             columns: Vec::new(),
@@ -110,78 +112,28 @@ impl Ledger {
                     ledger.columns = cols.split(',').map(str::to_string).collect();
                     ledger.qualified = quote_ident(&q);
                 }
-            } else {
+            } else if layout.shape_error(&ledger).is_none() {
+                // Rows of a table of the wrong shape are not read: `check_shape` says why.
                 let json: String = row.try_get(1).map_err(|e| decode_error(name, &e))?;
-                ledger.rows.push(Row::from_json(&json, name)?);
+                ledger.rows.push(layout.row_from_json(&json, name)?);
             }
         }
         Ok(ledger)
     }
 
-    /// DDL that makes the table exist with every column flightplan writes; `None` when
-    /// nothing is missing (so a no-op run takes no lock on the table at all).
+    /// DDL that makes the table exist as the layout writes it; `None` when nothing is
+    /// missing (so a no-op run takes no lock on the table at all).
     pub fn ensure_sql(&self) -> Option<String> {
-        let t = &self.qualified;
-        if !self.exists {
-            return Some(format!(
-                "CREATE TABLE IF NOT EXISTS {t} (\
-                   id serial PRIMARY KEY, \
-                   filename text NOT NULL UNIQUE, \
-                   executed_at timestamptz NOT NULL DEFAULT now(), \
-                   checksum text, execution_ms bigint, applied_by text, \
-                   status text NOT NULL DEFAULT 'applied', error text)"
-            ));
-        }
-        if !self.columns.iter().any(|c| c == "filename") {
-            return None; // reported by `check_shape`
-        }
-        let missing: Vec<String> = ADDED_COLUMNS
-            .iter()
-            .filter(|(c, _)| !self.columns.iter().any(|have| have == c))
-            .map(|(c, ty)| format!("ADD COLUMN IF NOT EXISTS {c} {ty}"))
-            .collect();
-        (!missing.is_empty()).then(|| format!("ALTER TABLE {t} {}", missing.join(", ")))
+        self.layout.ensure_sql(self)
     }
 
-    /// An existing table flightplan cannot use (e.g. another tool's) is a usage error.
+    /// An existing table the layout cannot use (e.g. another tool's) is a usage error.
     pub fn check_shape(&self) -> Result<(), Error> {
-        if self.exists && !self.columns.iter().any(|c| c == "filename") {
-            return Err(Error::usage(format!(
-                "table {} exists but has no `filename` column (columns: {})",
-                self.name,
-                self.columns.join(", ")
-            ))
-            .hint("point --table (or [migrate] table) at the runbook's tracking table, or at a new name"));
-        }
-        Ok(())
+        self.layout.shape_error(self).map_or(Ok(()), Err)
     }
 
-    pub fn row(&self, filename: &str) -> Option<&Row> {
-        self.rows.iter().find(|r| r.filename == filename)
-    }
-}
-
-impl Row {
-    fn from_json(json: &str, table: &str) -> Result<Row, Error> {
-        let v: serde_json::Value = serde_json::from_str(json)
-            .map_err(|e| Error::failure(format!("unreadable row in {table}: {e}")))?;
-        let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
-        let filename = s("filename")
-            .ok_or_else(|| Error::failure(format!("a row of {table} has no filename: {json}")))?;
-        let status = match s("status").as_deref() {
-            Some("failed") => RowStatus::Failed,
-            Some("running") => RowStatus::Running,
-            _ => RowStatus::Applied,
-        };
-        Ok(Row {
-            filename,
-            checksum: s("checksum"),
-            status,
-            executed_at: s("executed_at"),
-            execution_ms: v.get("execution_ms").and_then(|x| x.as_i64()),
-            applied_by: s("applied_by"),
-            error: s("error"),
-        })
+    pub fn row(&self, key: &Key) -> Option<&Row> {
+        self.rows.iter().find(|r| &r.key == key)
     }
 }
 

@@ -1,8 +1,8 @@
-//! Phase 4 of the runbook: SQL migrations, applied in byte order of file name, one
-//! transaction per file, under a lock, checksummed, recorded in the `_migrations` table.
+//! Phase 4 of the runbook: SQL migrations in order, one transaction per file, under a lock, checksummed, recorded in the layout's tracking table.
 
 mod apply;
 pub mod drift;
+pub mod layout;
 pub mod ledger;
 pub mod source;
 pub mod split;
@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+pub use self::layout::{Key, Layout};
 pub use self::ledger::{Ledger, RowStatus};
 pub use self::source::{Migration, Source, line_col};
 use crate::db::DatabaseUrl;
@@ -24,6 +25,8 @@ use crate::output::Outcome;
 pub struct Settings {
     pub url: DatabaseUrl,
     pub dir: PathBuf,
+    /// How `dir` is laid out and which tool's tracking table `table` is.
+    pub layout: Layout,
     pub table: String,
     pub lock_wait: Duration,
     pub lock_timeout: Duration,
@@ -52,37 +55,38 @@ pub struct Status {
 impl Status {
     pub fn of(source: &Source, ledger: &Ledger) -> Status {
         let mut st = Status::default();
-        let last_applied = ledger.rows.iter().map(|r| r.filename.as_str()).max();
+        let last_applied = ledger.rows.iter().map(|r| &r.key).max();
         for m in &source.migrations {
-            match ledger.row(&m.filename) {
+            match ledger.row(&m.key) {
                 None => {
                     st.pending.push(json!({
                         "filename": m.filename,
                         "checksum": m.checksum,
                         "transaction": !m.no_transaction,
-                        "out_of_order": last_applied.is_some_and(|l| m.filename.as_str() < l),
+                        "out_of_order": last_applied.is_some_and(|l| m.key < *l),
                     }));
                     st.pending_names.push(m.filename.clone());
                 }
                 Some(r) if r.status != RowStatus::Applied => st.failed.push(json!({
-                    "filename": r.filename,
+                    "filename": m.filename,
                     "status": if r.status == RowStatus::Failed { "failed" } else { "interrupted" },
                     "error": r.error,
                     "executed_at": r.executed_at,
                 })),
                 Some(r) => match &r.checksum {
                     Some(c) if *c != m.checksum => st.modified.push(json!({
-                        "filename": r.filename,
+                        "filename": m.filename,
                         "recorded_checksum": c,
                         "file_checksum": m.checksum,
+                        "line_endings_only": m.eol_checksums.contains(c),
                         "executed_at": r.executed_at,
                     })),
                     c => {
                         if c.is_none() {
-                            st.adoptable.push(r.filename.clone());
+                            st.adoptable.push(m.filename.clone());
                         }
                         st.applied.push(json!({
-                            "filename": r.filename,
+                            "filename": m.filename,
                             "checksum": m.checksum,
                             "executed_at": r.executed_at,
                             "execution_ms": r.execution_ms,
@@ -94,14 +98,13 @@ impl Status {
             }
         }
         for r in &ledger.rows {
-            if source.get(&r.filename).is_none() {
+            if source.by_key(&r.key).is_none() {
                 if r.status == RowStatus::Applied {
                     st.missing
-                        .push(json!({ "filename": r.filename, "executed_at": r.executed_at }));
+                        .push(json!({ "filename": r.name, "executed_at": r.executed_at }));
                 } else {
-                    st.failed.push(
-                        json!({ "filename": r.filename, "status": "failed", "error": r.error }),
-                    );
+                    st.failed
+                        .push(json!({ "filename": r.name, "status": "failed", "error": r.error }));
                 }
             }
         }
@@ -109,14 +112,23 @@ impl Status {
     }
 
     /// Applied files that changed or vanished: `apply` and `verify` refuse to go on.
-    pub fn integrity_error(&self, source: &Source) -> Option<Error> {
+    pub fn integrity_error(&self, source: &Source, ledger: &Ledger) -> Option<Error> {
         if self.modified.is_empty() && self.missing.is_empty() {
             return None;
         }
         let mut lines = Vec::new();
         for m in &self.modified {
+            let eol = if m["line_endings_only"] == true {
+                format!(
+                    " (only its line endings differ: the {} layout hashes every byte, as the tool does; \
+                     check it out with the line endings it was applied with, e.g. `*.sql text eol=lf` in .gitattributes)",
+                    ledger.layout.name()
+                )
+            } else {
+                String::new()
+            };
             lines.push(format!(
-                "{} was modified after it was applied",
+                "{} was modified after it was applied{eol}",
                 m["filename"].as_str().unwrap_or("")
             ));
         }
@@ -130,8 +142,19 @@ impl Status {
         let mut err = Error::failure(lines.join("; ")).hint(
             "applied migrations must not change: restore the original file (git log -p FILE) and put the change in a new migration",
         );
-        if let Some(f) = self.modified.first().and_then(|m| m["filename"].as_str()) {
-            err = err.file(source.dir.join(f).display().to_string());
+        if let Some(m) = self
+            .modified
+            .first()
+            .and_then(|m| m["filename"].as_str())
+            .and_then(|f| source.get(f))
+        {
+            err = err.file(m.path.display().to_string());
+            // The way out when the database already has the edited version.
+            err.hint = Some(format!(
+                "{}; if the database already has the edited version, accept it with `{}`",
+                err.hint.unwrap_or_default(),
+                ledger.layout.accept_sql(&ledger.qualified, m)
+            ));
         }
         Some(err)
     }
@@ -140,6 +163,9 @@ impl Status {
     pub fn failed_error(&self, source: &Source) -> Option<Error> {
         let f = self.failed.first()?;
         let name = f["filename"].as_str().unwrap_or("");
+        let path = source
+            .get(name)
+            .map_or_else(|| source.dir.join(name), |m| m.path.clone());
         let what = if f["status"] == "interrupted" {
             "was interrupted while running"
         } else {
@@ -149,7 +175,7 @@ impl Status {
             Error::failure(format!(
                 "{name} {what} outside a transaction and may be partly applied; nothing runs until it is resolved"
             ))
-            .file(source.dir.join(name).display().to_string())
+            .file(path.display().to_string())
             .hint(format!(
                 "inspect what it left (invalid indexes: SELECT indexrelid::regclass FROM pg_index WHERE NOT indisvalid), \
                  then either finish it by hand and run `flightplan migrate mark-applied {name}`, \
@@ -161,21 +187,21 @@ impl Status {
 
 /// `migrate status`: read-only; exit 0 whatever it finds.
 pub async fn status(s: &Settings) -> Result<Outcome, Error> {
-    let source = Source::discover(&s.dir)?;
+    let source = load(s)?;
     let ledger = read_only(s).await?;
     let st = Status::of(&source, &ledger);
     let text = render_status(&source, &ledger, &st);
-    Ok(Outcome::new(true, status_json(s, &st), text))
+    Ok(Outcome::new(true, status_json(s, &source, &st), text))
 }
 
 /// `migrate plan`: what `apply` would run; exit 1 when `apply` would refuse.
 pub async fn plan(s: &Settings) -> Result<Outcome, Error> {
-    let source = Source::discover(&s.dir)?;
+    let source = load(s)?;
     let ledger = read_only(s).await?;
     let st = Status::of(&source, &ledger);
     let mut text = String::new();
     let blocker = st
-        .integrity_error(&source)
+        .integrity_error(&source, &ledger)
         .or_else(|| st.failed_error(&source))
         .or_else(|| pending_lint(&source, &st));
     if st.pending_names.is_empty() {
@@ -190,7 +216,7 @@ pub async fn plan(s: &Settings) -> Result<Outcome, Error> {
         ));
         for (i, p) in st.pending.iter().enumerate() {
             text.push_str(&format!(
-                "  {:>3}. {:<48} {}  sha256:{}{}\n",
+                "  {:>3}. {:<48} {}  {}:{}{}\n",
                 i + 1,
                 p["filename"].as_str().unwrap_or(""),
                 if p["transaction"] == true {
@@ -198,11 +224,12 @@ pub async fn plan(s: &Settings) -> Result<Outcome, Error> {
                 } else {
                     "no-transaction"
                 },
+                s.layout.checksum_label(),
                 &p["checksum"].as_str().unwrap_or("")[..12],
                 if p["out_of_order"] == true {
-                    "  (out of order: sorts before an applied file)"
+                    format!("  (out of order: {})", s.layout.out_of_order_note())
                 } else {
-                    ""
+                    String::new()
                 }
             ));
         }
@@ -213,18 +240,18 @@ pub async fn plan(s: &Settings) -> Result<Outcome, Error> {
             st.adoptable.len()
         ));
     }
-    let mut out = Outcome::new(blocker.is_none(), status_json(s, &st), text);
+    let mut out = Outcome::new(blocker.is_none(), status_json(s, &source, &st), text);
     out.error = blocker;
     Ok(out)
 }
 
 /// `migrate verify`: exit 1 when an applied file changed, vanished, or failed.
 pub async fn verify(s: &Settings) -> Result<Outcome, Error> {
-    let source = Source::discover(&s.dir)?;
+    let source = load(s)?;
     let ledger = read_only(s).await?;
     let st = Status::of(&source, &ledger);
     let error = st
-        .integrity_error(&source)
+        .integrity_error(&source, &ledger)
         .or_else(|| st.failed_error(&source));
     let text = if error.is_none() {
         format!(
@@ -235,16 +262,24 @@ pub async fn verify(s: &Settings) -> Result<Outcome, Error> {
     } else {
         render_status(&source, &ledger, &st)
     };
-    let mut out = Outcome::new(error.is_none(), status_json(s, &st), text);
+    let mut out = Outcome::new(error.is_none(), status_json(s, &source, &st), text);
     out.error = error;
     Ok(out)
 }
 
 /// `migrate apply`.
 pub async fn apply(s: &Settings, retry_failed: bool) -> Result<Outcome, Error> {
-    let source = Source::discover(&s.dir)?;
+    let source = load(s)?;
     for name in &source.ignored {
-        tracing::info!("ignoring {name} (not a *.sql file)");
+        let why = match s.layout {
+            Layout::Flat => "not a *.sql file",
+            Layout::Drizzle => "not a migration of the journal",
+            Layout::Sqlx if name.ends_with(".down.sql") => {
+                "a down migration; apply runs up migrations"
+            }
+            Layout::Sqlx => "not named <version>_<description>.sql",
+        };
+        tracing::info!("ignoring {name} ({why})");
     }
     apply::run(s, &source, retry_failed).await
 }
@@ -261,14 +296,18 @@ pub async fn adopt(s: &Settings, yes: bool) -> Result<Outcome, Error> {
 
 /// `migrate mark-applied FILE...`.
 pub async fn mark_applied(s: &Settings, files: &[String]) -> Result<Outcome, Error> {
-    let source = Source::discover(&s.dir)?;
+    let source = load(s)?;
     let mut names = Vec::new();
     for f in files {
-        let name = std::path::Path::new(f)
+        let mut name = std::path::Path::new(f)
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or(f)
             .to_string();
+        // A drizzle tag names its file without the extension.
+        if source.get(&name).is_none() && source.get(&format!("{name}.sql")).is_some() {
+            name.push_str(".sql");
+        }
         if source.get(&name).is_none() {
             return Err(Error::usage(format!(
                 "{f} is not a migration file in {}",
@@ -281,9 +320,18 @@ pub async fn mark_applied(s: &Settings, files: &[String]) -> Result<Outcome, Err
     apply::mark(s, &source, &names).await
 }
 
+/// Reads the directory the layout's way and reports what deserves a warning.
+pub(crate) fn load(s: &Settings) -> Result<Source, Error> {
+    let source = s.layout.discover(&s.dir)?;
+    for w in &source.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(source)
+}
+
 async fn read_only(s: &Settings) -> Result<Ledger, Error> {
     let mut conn = s.url.connect(s.connect_timeout).await?;
-    let ledger = Ledger::read(&mut conn, &s.table).await?;
+    let ledger = Ledger::read(&mut conn, s.layout, &s.table).await?;
     ledger.check_shape()?;
     apply::close(conn).await;
     Ok(ledger)
@@ -296,12 +344,14 @@ fn pending_lint(source: &Source, st: &Status) -> Option<Error> {
         .find_map(|n| source.get(n).and_then(|m| m.lint.clone()))
 }
 
-fn status_json(s: &Settings, st: &Status) -> serde_json::Map<String, Value> {
+fn status_json(s: &Settings, source: &Source, st: &Status) -> serde_json::Map<String, Value> {
     let mut map = match serde_json::to_value(st) {
         Ok(Value::Object(m)) => m,
         _ => serde_json::Map::new(),
     };
     map.insert("dir".into(), json!(s.dir.display().to_string()));
+    map.insert("layout".into(), json!(s.layout.name()));
+    map.insert("warnings".into(), json!(source.warnings));
     map.insert("table".into(), json!(s.table));
     map.insert("database".into(), json!(s.url.to_string()));
     map
@@ -325,14 +375,14 @@ fn render_status(source: &Source, ledger: &Ledger, st: &Status) -> String {
                 "changed on disk after it was applied".to_string(),
             )
         } else if has(&st.failed) {
-            (
-                "failed",
-                ledger
-                    .row(name)
-                    .and_then(|r| r.error.clone())
-                    .unwrap_or_else(|| "interrupted".into()),
-            )
-        } else if let Some(r) = ledger.row(name) {
+            let row = ledger.row(&m.key);
+            let extra = match (row.and_then(|r| r.error.clone()), row.map(|r| r.status)) {
+                (Some(e), _) => e,
+                (None, Some(RowStatus::Failed)) => "failed outside a transaction".into(),
+                _ => "interrupted".into(),
+            };
+            ("failed", extra)
+        } else if let Some(r) = ledger.row(&m.key) {
             let when = r.executed_at.clone().unwrap_or_default();
             let ms = r
                 .execution_ms

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::layout::Key;
 use super::split::{self, Statement};
 use crate::error::Error;
 
@@ -13,10 +14,20 @@ use crate::error::Error;
 pub struct Migration {
     pub filename: String,
     pub path: PathBuf,
+    /// What identifies the file in the tracking table: its name (flat), its journal `when`
+    /// (drizzle) or its version (sqlx).
+    pub key: Key,
+    /// What the tracking table records besides the key: sqlx's description; the file
+    /// name otherwise.
+    pub description: String,
     /// The SQL as sent to the server: the file's text without a leading BOM.
     pub sql: String,
-    /// SHA-256 (hex) of the file with CRLF normalised to LF.
+    /// Hex digest in the layout's format: flat, SHA-256 of the file with CRLF normalised to
+    /// LF; drizzle, SHA-256 of the bytes; sqlx, SHA-384 of the bytes.
     pub checksum: String,
+    /// Digests of the same text with other line endings, for layouts whose digest sees
+    /// them: a recorded one of these means only the line endings changed.
+    pub eol_checksums: Vec<String>,
     /// The file opts out of the per-file transaction (`-- no-transaction`).
     pub no_transaction: bool,
     pub statements: Vec<Statement>,
@@ -30,6 +41,8 @@ pub struct Source {
     pub dir: PathBuf,
     pub migrations: Vec<Migration>,
     pub ignored: Vec<String>,
+    /// Problems worth a warning that do not stop anything (e.g. an orphan drizzle file).
+    pub warnings: Vec<String>,
 }
 
 /// Statements PostgreSQL refuses inside a transaction block.
@@ -107,28 +120,38 @@ impl Source {
             dir: dir.to_path_buf(),
             migrations,
             ignored,
+            warnings: Vec::new(),
         })
     }
 
     pub fn get(&self, filename: &str) -> Option<&Migration> {
         self.migrations.iter().find(|m| m.filename == filename)
     }
+
+    pub fn by_key(&self, key: &Key) -> Option<&Migration> {
+        self.migrations.iter().find(|m| &m.key == key)
+    }
+}
+
+/// A file's text exactly as stored; anything but UTF-8 is a usage error with its line.
+pub fn read_text(path: &Path, filename: &str) -> Result<String, Error> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::usage(format!("cannot read {}: {e}", path.display())))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let raw = e.as_bytes();
+        let line = raw[..at].iter().filter(|&&c| c == b'\n').count() + 1;
+        Error::usage(format!("{filename} is not valid UTF-8 (byte {at})"))
+            .file(path.display().to_string())
+            .line(line as u32)
+            .hint("save the file as UTF-8; PostgreSQL would reject or misread it")
+    })
 }
 
 impl Migration {
     fn read(dir: &Path, filename: String) -> Result<Migration, Error> {
         let path = dir.join(&filename);
-        let bytes = std::fs::read(&path)
-            .map_err(|e| Error::usage(format!("cannot read {}: {e}", path.display())))?;
-        let text = String::from_utf8(bytes).map_err(|e| {
-            let at = e.utf8_error().valid_up_to();
-            let raw = e.as_bytes();
-            let line = raw[..at].iter().filter(|&&c| c == b'\n').count() + 1;
-            Error::usage(format!("{filename} is not valid UTF-8 (byte {at})"))
-                .file(path.display().to_string())
-                .line(line as u32)
-                .hint("save the file as UTF-8; PostgreSQL would reject or misread it")
-        })?;
+        let text = read_text(&path, &filename)?;
         Ok(Migration::from_text(filename, path, &text))
     }
 
@@ -151,11 +174,15 @@ impl Migration {
                 Vec::new()
             }
         };
+        end_breakpoint_statements(&mut sql, &statements);
         let mut m = Migration {
+            key: Key::Name(filename.clone()),
+            description: filename.clone(),
             filename,
             path,
             sql: String::new(),
             checksum,
+            eol_checksums: Vec::new(),
             no_transaction,
             statements,
             lint,
@@ -242,6 +269,18 @@ impl Migration {
             .column(col)
             .hint("remove BEGIN/COMMIT from the file, or make it `-- no-transaction` if it must manage its own"),
         )
+    }
+}
+
+/// drizzle-kit's migrator splits on `--> statement-breakpoint` and sends each piece alone, so
+/// a statement may end at a marker without a `;`. A transactional file goes to the server
+/// whole, so such a marker becomes `;` padded with spaces: same length, same offsets.
+fn end_breakpoint_statements(sql: &mut String, statements: &[Statement]) {
+    for st in statements {
+        if sql[st.span.end..].starts_with(split::BREAKPOINT) {
+            let pad = format!(";{}", " ".repeat(split::BREAKPOINT.len() - 1));
+            sql.replace_range(st.span.end..st.span.end + split::BREAKPOINT.len(), &pad);
+        }
     }
 }
 
@@ -350,6 +389,22 @@ mod tests {
                 .lint
                 .is_some()
         );
+    }
+
+    #[test]
+    fn a_statement_ended_by_a_breakpoint_alone_gets_its_semicolon() {
+        let text = "CREATE TABLE a (x int)\n--> statement-breakpoint\nCREATE TABLE b (y int);\n--> statement-breakpoint\n";
+        let mig = m(text);
+        assert_eq!(mig.sql.len(), text.len());
+        assert!(
+            mig.sql.starts_with("CREATE TABLE a (x int)\n;   "),
+            "{}",
+            mig.sql
+        );
+        // A marker after a `;` is left as it is (a comment to the server).
+        assert!(mig.sql.ends_with("(y int);\n--> statement-breakpoint\n"));
+        assert_eq!(mig.statements.len(), 2);
+        assert_eq!(mig.checksum, checksum(text));
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub struct SplitError {
     pub offset: usize,
 }
 
-const BREAKPOINT: &str = "--> statement-breakpoint";
+pub(super) const BREAKPOINT: &str = "--> statement-breakpoint";
 
 /// Splits `sql` into statements. Empty and comment-only statements are dropped.
 pub fn split(sql: &str) -> Result<Vec<Statement>, SplitError> {

@@ -1,0 +1,890 @@
+//! `run` and `rollback`: the runbook's phases in order, each recorded into the deployment
+//! log, and the log written everywhere people look, also when a step fails or the run is
+//! cancelled (SIGTERM/SIGINT, as a CI cancellation sends).
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Instant;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::cli::{BackupArgs, CheckEnvArgs, MigrateArgs, SmokeArgs};
+use crate::clock::Utc;
+use crate::config::Loaded;
+use crate::error::Error;
+use crate::output::Outcome;
+use crate::redact::Redactor;
+use crate::report::github::{DeployState, GitHub};
+use crate::report::log::{
+    AppliedMigration, BackupRecord, Issue, SmokeRecord, Status, Step, StepStatus, WatchRecord,
+};
+use crate::report::{DeploymentLog, actions, markdown};
+
+type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// `[report]`: where the deployment log goes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportFile {
+    /// Relative to the config file when set there; else `flightplan-log.json` in the workspace.
+    pub log: Option<PathBuf>,
+    pub summary: Option<PathBuf>,
+    pub pr_comment: bool,
+    pub github_deployment: bool,
+    pub environment: String,
+}
+
+impl Default for ReportFile {
+    fn default() -> Self {
+        ReportFile {
+            log: None,
+            summary: None,
+            pr_comment: true,
+            github_deployment: true,
+            environment: "production".into(),
+        }
+    }
+}
+
+/// `[rollback]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RollbackFile {
+    /// Restoring discards writes made since the backup: opt-in.
+    pub restore_database: bool,
+}
+
+fn section<T: for<'de> Deserialize<'de> + Default>(
+    loaded: &Loaded,
+    table: &Option<toml::Table>,
+    name: &str,
+) -> Result<T, Error> {
+    match table {
+        None => Ok(T::default()),
+        Some(t) => t.clone().try_into().map_err(|e: toml::de::Error| {
+            Error::usage(format!("[{name}]: {}", e.message().trim_end()))
+                .file(loaded.describe(&format!("[{name}]")))
+        }),
+    }
+}
+
+/// The run's shared state: the log being filled in, and when the run started.
+struct Recorder {
+    log: DeploymentLog,
+    t0: Instant,
+    redactor: Redactor,
+    current: Option<(String, u64)>,
+}
+
+impl Recorder {
+    fn elapsed(&self) -> u64 {
+        self.t0.elapsed().as_millis() as u64
+    }
+
+    fn begin(&mut self, name: &str) {
+        tracing::info!("── {name}");
+        self.current = Some((name.to_string(), self.elapsed()));
+    }
+
+    fn end(&mut self, status: StepStatus, summary: impl Into<String>, mut details: Value) {
+        let (name, started) = self.current.take().unwrap_or_default();
+        self.redactor.scrub_json(&mut details);
+        let summary = self.redactor.scrub(&summary.into());
+        let now = self.elapsed();
+        self.log.steps.push(Step {
+            name,
+            status,
+            started_ms: started,
+            duration_ms: now - started,
+            summary,
+            details,
+        });
+    }
+
+    fn skip(&mut self, name: &str, why: &str) {
+        let at = self.elapsed();
+        self.log.steps.push(Step {
+            name: name.into(),
+            status: StepStatus::Skipped,
+            started_ms: at,
+            duration_ms: 0,
+            summary: why.into(),
+            details: Value::Null,
+        });
+    }
+
+    fn issue(&mut self, step: &str, e: &Error) {
+        let mut e = e.clone();
+        self.redactor.scrub_error(&mut e);
+        self.log.issues.push(Issue {
+            step: step.into(),
+            message: e.message.clone(),
+            hint: e.hint.clone(),
+            location: e.location(),
+            request_id: e.request_id.clone(),
+        });
+    }
+
+    /// Ends the current step as failed with the error (or the outcome's error).
+    fn fail(&mut self, e: &Error, details: Value) {
+        let step = self
+            .current
+            .as_ref()
+            .map(|c| c.0.clone())
+            .unwrap_or_default();
+        self.issue(&step, e);
+        self.end(StepStatus::Failed, e.message.clone(), details);
+    }
+}
+
+/// The result of one phase command: ok, its JSON, and its error if any.
+fn split(result: Result<Outcome, Error>) -> (bool, Value, Option<Error>) {
+    match result {
+        Ok(o) => (o.ok && o.error.is_none(), Value::Object(o.json), o.error),
+        Err(e) => (false, Value::Null, Some(e)),
+    }
+}
+
+/// Inputs of `run`, resolved.
+pub struct RunArgs {
+    pub image: Option<String>,
+    pub dry_run: bool,
+    /// The app's variables (already layered under the process environment by the caller);
+    /// passed on so the env check names the file as each value's source.
+    pub env_file: Option<PathBuf>,
+}
+
+/// `flightplan run`.
+pub async fn run(args: RunArgs, loaded: &Loaded, env: Env<'_>) -> Result<Outcome, Error> {
+    let report: ReportFile = section(loaded, &loaded.file.report, "report")?;
+    let rollback: RollbackFile = section(loaded, &loaded.file.rollback, "rollback")?;
+    let gha = env("GITHUB_ACTIONS").as_deref() == Some("true");
+    let mut redactor = Redactor::from_env(env);
+    for name in contract_secrets(loaded) {
+        if let Some(v) = env(&name) {
+            redactor.add(&v);
+        }
+    }
+    // Every secret is masked before anything else is printed.
+    redactor.announce(gha);
+
+    let mut log = DeploymentLog::new("run", &report.environment, Utc::now().rfc3339());
+    log.dry_run = args.dry_run;
+    log.app = env("FLY_APP").or_else(|| loaded.file.app.clone());
+    log.app_url = env("APP_URL").or_else(|| loaded.file.app_url.clone());
+    log.image = args.image.clone();
+    fill_context(&mut log, env);
+    let state = Rc::new(RefCell::new(Recorder {
+        log,
+        t0: Instant::now(),
+        redactor,
+        current: None,
+    }));
+
+    let github = github_client(env, &report, args.dry_run);
+    let deployment: Rc<RefCell<Option<u64>>> = Rc::new(RefCell::new(None));
+
+    let phases = phases(
+        &args,
+        loaded,
+        env,
+        &state,
+        github.as_ref(),
+        &deployment,
+        &rollback,
+    );
+    let interrupted = tokio::select! {
+        status = phases => { state.borrow_mut().log.status = status; false }
+        _ = cancelled() => true,
+    };
+    if interrupted {
+        let mut st = state.borrow_mut();
+        tracing::warn!("interrupted: writing the deployment log before exiting");
+        if st.current.is_some() {
+            let e = Error::failure("interrupted (SIGTERM/SIGINT) while this step ran");
+            let step = st.current.as_ref().map(|c| c.0.clone()).unwrap_or_default();
+            st.issue(&step, &e);
+            st.end(StepStatus::Interrupted, "interrupted", Value::Null);
+        }
+        st.log.status = Status::Failed;
+        st.log.resolution = Some(
+            "the run was cancelled; a migration in flight was rolled back by the database, and machines already \
+             updated keep their new image (see the deploy step); run `flightplan run` again or `flightplan rollback`"
+                .into(),
+        );
+    }
+    let mut log = {
+        let mut st = state.borrow_mut();
+        st.log.finished_at = Some(Utc::now().rfc3339());
+        st.log.duration_ms = st.elapsed();
+        st.log.clone()
+    };
+    let redactor = state.borrow().redactor.clone();
+    let deployment = *deployment.borrow();
+    publish(
+        &mut log,
+        loaded,
+        &report,
+        github.as_ref(),
+        deployment,
+        env,
+        &redactor,
+    )
+    .await;
+    Ok(outcome(&log))
+}
+
+/// The phases; returns the final status. Each records its step into the log.
+async fn phases(
+    args: &RunArgs,
+    loaded: &Loaded,
+    env: Env<'_>,
+    state: &Rc<RefCell<Recorder>>,
+    github: Option<&GitHub>,
+    deployment: &Rc<RefCell<Option<u64>>>,
+    rollback: &RollbackFile,
+) -> Status {
+    // 1. preflight: nothing changes before it passes.
+    if loaded.file.env.is_some() {
+        state.borrow_mut().begin("preflight");
+        let (ok, json, err) = split(
+            crate::preflight::check_env(
+                &CheckEnvArgs {
+                    env_file: args.env_file.clone(),
+                    fly: false,
+                },
+                loaded,
+                env,
+            )
+            .await,
+        );
+        let mut st = state.borrow_mut();
+        if !ok {
+            let e = err.unwrap_or_else(|| Error::failure(failed_checks(&json)));
+            st.fail(&e, json);
+            st.log.resolution =
+                Some("stopped before any change: fix the environment and run again".into());
+            return Status::Failed;
+        }
+        let n = json["checks"].as_array().map_or(0, Vec::len);
+        st.end(StepStatus::Ok, format!("{n} checks passed"), json);
+    } else {
+        state
+            .borrow_mut()
+            .skip("preflight", "no [env] contract in the config");
+    }
+
+    let migrate_args = MigrateArgs {
+        database_url: env("DATABASE_URL"),
+        ..Default::default()
+    };
+    let migrate_settings = match crate::migrate_settings(&migrate_args, loaded, env) {
+        Ok(s) => s,
+        Err(e) => {
+            let mut st = state.borrow_mut();
+            st.begin("migrate");
+            st.fail(&e, Value::Null);
+            return Status::Failed;
+        }
+    };
+
+    // Drift gate: production must still match its files before anything changes.
+    if loaded.file.migrate.drift_gate == Some(true) {
+        state.borrow_mut().begin("drift");
+        let (ok, json, err) = split(crate::migrate::drift(&migrate_settings).await);
+        let mut st = state.borrow_mut();
+        if !ok {
+            let e = err.unwrap_or_else(|| Error::failure("the database has drifted"));
+            st.fail(&e, json);
+            st.log.resolution = Some(
+                "stopped before any change: the schema differs from the migration files".into(),
+            );
+            return Status::Failed;
+        }
+        st.end(StepStatus::Ok, "no drift", json);
+    }
+
+    if args.dry_run {
+        state
+            .borrow_mut()
+            .skip("backup", "dry run: no backup taken");
+        state.borrow_mut().begin("migrate");
+        let (ok, json, err) = split(crate::migrate::plan(&migrate_settings).await);
+        let mut st = state.borrow_mut();
+        st.log.migrations_pending = names(&json["pending"]);
+        if !ok {
+            let e = err.unwrap_or_else(|| Error::failure("migrate plan failed"));
+            st.fail(&e, json);
+            return Status::Failed;
+        }
+        let n = st.log.migrations_pending.len();
+        st.end(
+            StepStatus::Ok,
+            format!("{n} pending (dry run: not applied)"),
+            json,
+        );
+        st.skip("deploy", "dry run");
+        st.skip("smoke", "dry run");
+        return Status::DryRun;
+    }
+
+    // The first change is about to happen: the GitHub Deployment starts now.
+    if let Some(gh) = github {
+        start_deployment(gh, state, deployment, env).await;
+    }
+
+    // 2. backup: nothing migrates without a verified backup.
+    let backup_args = BackupArgs {
+        database_url: env("DATABASE_URL"),
+        ..Default::default()
+    };
+    state.borrow_mut().begin("backup");
+    let backup_settings = crate::backup::settings(&backup_args, loaded, env);
+    let taken = match backup_settings {
+        Ok(ref s) => crate::backup::take(s).await,
+        Err(e) => Err(e),
+    };
+    {
+        let mut st = state.borrow_mut();
+        match taken {
+            Ok(Some(b)) => {
+                let json = serde_json::to_value(&b).unwrap_or(Value::Null);
+                let id = json["id"].as_str().unwrap_or_default().to_string();
+                let provider = json["provider"].as_str().unwrap_or_default().to_string();
+                st.log.backup = Some(BackupRecord {
+                    provider: provider.clone(),
+                    id: id.clone(),
+                    name: json["name"].as_str().map(str::to_string),
+                });
+                st.end(StepStatus::Ok, format!("{provider} backup {id}"), json);
+            }
+            Ok(None) => st.end(
+                StepStatus::Ok,
+                "no backup: [backup] provider = \"none\"",
+                Value::Null,
+            ),
+            Err(e) => {
+                st.fail(&e, Value::Null);
+                st.log.resolution = Some("stopped before migrating: no verified backup".into());
+                return Status::Failed;
+            }
+        }
+    }
+
+    // 3. migrate: nothing deploys after a failed migration.
+    state.borrow_mut().begin("migrate");
+    let (ok, json, err) = split(crate::migrate::apply(&migrate_settings, false).await);
+    {
+        let mut st = state.borrow_mut();
+        st.log.migrations_applied = json["applied"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| AppliedMigration {
+                filename: a["filename"].as_str().unwrap_or_default().into(),
+                duration_ms: a["duration_ms"].as_i64().unwrap_or(0),
+            })
+            .collect();
+        if !ok {
+            let e = err.unwrap_or_else(|| Error::failure("migrate apply failed"));
+            st.fail(&e, json);
+            let backup = st
+                .log
+                .backup
+                .as_ref()
+                .map(|b| {
+                    format!(
+                        " Backup {} is available: `flightplan backup restore {} --yes`.",
+                        b.id, b.id
+                    )
+                })
+                .unwrap_or_default();
+            st.log.resolution = Some(format!(
+                "not deployed: files applied before the failure stay applied, the failing file was rolled back.{backup}"
+            ));
+            return Status::Failed;
+        }
+        let applied = st.log.migrations_applied.len();
+        let skipped = json["skipped"].as_u64().unwrap_or(0);
+        st.end(
+            StepStatus::Ok,
+            format!("{applied} applied, {skipped} already applied"),
+            json,
+        );
+    }
+
+    // 4. deploy
+    let Some(image) = args.image.clone() else {
+        state
+            .borrow_mut()
+            .skip("deploy", "no --image given: migrations only");
+        return smoke_phase(loaded, env, state)
+            .await
+            .unwrap_or(Status::Success);
+    };
+    state.borrow_mut().begin("deploy");
+    let (ok, json, err) = split(crate::deploy::deploy_image(&image, loaded, env).await);
+    {
+        let mut st = state.borrow_mut();
+        if let Some(map) = json["previous_images"].as_object() {
+            st.log.previous_images = map
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect();
+        }
+        if !ok {
+            let e = err.unwrap_or_else(|| Error::failure("deploy failed"));
+            let reverted = json["reverted"] == true;
+            st.fail(&e, json);
+            st.log.resolution = Some(if reverted {
+                "every machine already updated was put back on its previous config; migrations stay applied".into()
+            } else {
+                "deploy failed before any machine changed; migrations stay applied".into()
+            });
+            return if reverted {
+                Status::RolledBack
+            } else {
+                Status::Failed
+            };
+        }
+        let n = json["machines"].as_array().map_or(0, Vec::len);
+        st.end(StepStatus::Ok, format!("{n} machine(s) on {image}"), json);
+    }
+
+    // 5. smoke; a failure rolls the machines back.
+    match smoke_phase(loaded, env, state).await {
+        None | Some(Status::Success) => Status::Success,
+        Some(_) => {
+            state.borrow_mut().begin("rollback");
+            let restore = rollback
+                .restore_database
+                .then(|| state.borrow().log.backup.as_ref().map(|b| b.id.clone()))
+                .flatten();
+            let (ok, json, err) =
+                split(crate::deploy::rollback_previous(loaded, env, restore.as_deref()).await);
+            let mut st = state.borrow_mut();
+            if ok {
+                let db = if restore.is_some() {
+                    "; the database was restored from the backup"
+                } else {
+                    "; the database was not restored ([rollback] restore_database = false)"
+                };
+                st.log.resolution = Some(format!(
+                    "smoke tests failed: machines rolled back to their previous images{db}"
+                ));
+                st.end(
+                    StepStatus::Ok,
+                    "machines back on their previous images",
+                    json,
+                );
+                Status::RolledBack
+            } else {
+                let e = err.unwrap_or_else(|| Error::failure("rollback failed"));
+                st.fail(&e, json);
+                st.log.resolution = Some("smoke tests failed and the rollback failed too: check the machines now (`flightplan rollback`)".into());
+                Status::Failed
+            }
+        }
+    }
+}
+
+/// Smoke tests (and the watch window when configured); `None` when not configured at all.
+async fn smoke_phase(
+    loaded: &Loaded,
+    env: Env<'_>,
+    state: &Rc<RefCell<Recorder>>,
+) -> Option<Status> {
+    let configured = !loaded.file.smoke.checks.is_empty()
+        || loaded.file.smoke.login.is_some()
+        || env("APP_URL").is_some()
+        || loaded.file.app_url.is_some();
+    if !configured {
+        state
+            .borrow_mut()
+            .skip("smoke", "no app URL or checks configured");
+        return None;
+    }
+    state.borrow_mut().begin("smoke");
+    let settings = crate::smoke_settings(&SmokeArgs::default(), loaded, env);
+    let (ok, json, err) = match settings {
+        Ok(s) => split(crate::smoke::run(&s).await),
+        Err(e) => (false, Value::Null, Some(e)),
+    };
+    let mut st = state.borrow_mut();
+    st.log.smoke = json["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| SmokeRecord {
+            name: c["name"].as_str().unwrap_or_default().into(),
+            ok: c["ok"] == true,
+            status: c["status"].as_u64().map(|s| s as u16),
+            latency_ms: c["latency_ms"].as_u64(),
+            attempts: c["attempts"].as_u64().unwrap_or(0) as u32,
+            reason: c["reason"].as_str().map(str::to_string),
+        })
+        .collect();
+    if let Some(w) = json.get("watch").filter(|w| w.is_object()) {
+        st.log.watch = Some(WatchRecord {
+            p50_ms: w["p50_ms"].as_f64().unwrap_or(0.0),
+            p95_ms: w["p95_ms"].as_f64().unwrap_or(0.0),
+            error_rate: w["error_rate"].as_f64().unwrap_or(0.0),
+            intervals_p95_ms: w["intervals"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i["p95_ms"].as_f64())
+                .collect(),
+        });
+    }
+    if ok {
+        let n = st.log.smoke.len();
+        st.end(StepStatus::Ok, format!("{n} check(s) passed"), json);
+        Some(Status::Success)
+    } else {
+        let e = err.unwrap_or_else(|| Error::failure("smoke tests failed"));
+        st.fail(&e, json);
+        Some(Status::Failed)
+    }
+}
+
+fn names(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["filename"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn failed_checks(json: &Value) -> String {
+    let bad: Vec<String> = json["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["status"] != "ok" && c["status"] != "warning")
+        .filter_map(|c| {
+            Some(format!(
+                "{} ({})",
+                c["name"].as_str()?,
+                c["message"].as_str().unwrap_or("failed")
+            ))
+        })
+        .collect();
+    format!("environment check failed: {}", bad.join(", "))
+}
+
+fn contract_secrets(loaded: &Loaded) -> Vec<String> {
+    let Some(env) = &loaded.file.env else {
+        return Vec::new();
+    };
+    env.iter()
+        .filter(|(k, v)| {
+            v.get("secret").and_then(toml::Value::as_bool) == Some(true)
+                || ["SECRET", "TOKEN", "PASSWORD", "PASSWD", "KEY"]
+                    .iter()
+                    .any(|w| k.to_ascii_uppercase().contains(w))
+        })
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+fn fill_context(log: &mut DeploymentLog, env: Env<'_>) {
+    let c = &mut log.context;
+    c.repository = env("GITHUB_REPOSITORY");
+    c.commit = env("GITHUB_SHA");
+    c.trigger = Some(env("GITHUB_EVENT_NAME").unwrap_or_else(|| {
+        if env("GITHUB_ACTIONS").is_some() {
+            "unknown".into()
+        } else {
+            "local".into()
+        }
+    }));
+    c.actor = env("GITHUB_ACTOR").or_else(|| env("USER"));
+    if let (Some(server), Some(repo), Some(run)) = (
+        env("GITHUB_SERVER_URL"),
+        env("GITHUB_REPOSITORY"),
+        env("GITHUB_RUN_ID"),
+    ) {
+        c.run_url = Some(format!("{server}/{repo}/actions/runs/{run}"));
+    }
+    // A pull_request event names its PR in the payload.
+    if let Some(path) = env("GITHUB_EVENT_PATH")
+        && let Ok(text) = std::fs::read_to_string(path)
+        && let Ok(event) = serde_json::from_str::<Value>(&text)
+        && let Some(n) = event["pull_request"]["number"].as_u64()
+    {
+        c.pull_requests.push(n);
+    }
+}
+
+fn github_client(env: Env<'_>, report: &ReportFile, dry_run: bool) -> Option<GitHub> {
+    if dry_run || (!report.pr_comment && !report.github_deployment) {
+        return None;
+    }
+    let token = env("GITHUB_TOKEN").filter(|t| !t.is_empty())?;
+    let repo = env("GITHUB_REPOSITORY")?;
+    env("GITHUB_SHA")?;
+    let base =
+        env("GITHUB_API_URL").unwrap_or_else(|| crate::report::github::DEFAULT_API_URL.into());
+    match GitHub::new(&base, &token, &repo) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            tracing::warn!("GitHub reporting is off: {}", e.message);
+            None
+        }
+    }
+}
+
+async fn start_deployment(
+    gh: &GitHub,
+    state: &Rc<RefCell<Recorder>>,
+    deployment: &Rc<RefCell<Option<u64>>>,
+    env: Env<'_>,
+) {
+    let (sha, environment, image, run_url, app_url) = {
+        let st = state.borrow();
+        (
+            st.log.context.commit.clone().unwrap_or_default(),
+            st.log.environment.clone(),
+            st.log.image.clone(),
+            st.log.context.run_url.clone(),
+            st.log.app_url.clone(),
+        )
+    };
+    if env("INPUT_GITHUB-DEPLOYMENT").as_deref() == Some("false") {
+        return;
+    }
+    let description = format!(
+        "flightplan run{}",
+        image.as_ref().map(|i| format!(": {i}")).unwrap_or_default()
+    );
+    match gh
+        .create_deployment(&sha, &environment, &description, json!({ "image": image }))
+        .await
+    {
+        Ok(id) => {
+            *deployment.borrow_mut() = Some(id);
+            if let Err(e) = gh
+                .deployment_status(
+                    id,
+                    DeployState::InProgress,
+                    "deploying",
+                    run_url.as_deref(),
+                    app_url.as_deref(),
+                )
+                .await
+            {
+                tracing::warn!("GitHub deployment status: {}", e.message);
+            }
+        }
+        Err(e) => {
+            tracing::warn!("GitHub deployment not created: {}", e.message);
+            state.borrow_mut().issue("report", &e);
+        }
+    }
+}
+
+/// Writes the log everywhere: JSON file, summary, PR comment, Deployment status, outputs.
+/// A failure here never hides the run's own result: it becomes an issue in the log.
+async fn publish(
+    log: &mut DeploymentLog,
+    loaded: &Loaded,
+    report: &ReportFile,
+    github: Option<&GitHub>,
+    deployment: Option<u64>,
+    env: Env<'_>,
+    redactor: &Redactor,
+) {
+    let workspace = env("GITHUB_WORKSPACE").map(PathBuf::from);
+    let at = |p: &Path| match (&workspace, p.is_relative()) {
+        (Some(w), true) => w.join(p),
+        _ => p.to_path_buf(),
+    };
+    let log_path = match &report.log {
+        Some(p) => loaded.resolve_path(p),
+        None => at(Path::new("flightplan-log.json")),
+    };
+
+    if let Some(gh) = github {
+        if report.pr_comment {
+            let mut prs = log.context.pull_requests.clone();
+            if prs.is_empty()
+                && let Some(sha) = &log.context.commit
+            {
+                match gh.pulls_for_commit(sha).await {
+                    Ok(found) => prs = found,
+                    Err(e) => tracing::warn!("finding the pull request: {}", e.message),
+                }
+            }
+            log.context.pull_requests = prs.clone();
+            let body = redactor.scrub(&markdown::comment(log));
+            for pr in prs {
+                match gh.upsert_comment(pr, &body, markdown::COMMENT_MARKER).await {
+                    Ok((id, created)) => log.outputs.push(format!(
+                        "PR #{pr} comment {id} ({})",
+                        if created { "created" } else { "updated" }
+                    )),
+                    Err(e) => {
+                        tracing::warn!("PR comment on #{pr}: {}", e.message);
+                        log.issues.push(Issue {
+                            step: "report".into(),
+                            message: e.message,
+                            hint: e.hint,
+                            location: None,
+                            request_id: e.request_id,
+                        });
+                    }
+                }
+            }
+        }
+        if let Some(id) = deployment {
+            let state = match log.status {
+                Status::Success | Status::Partial => DeployState::Success,
+                Status::RolledBack => DeployState::Failure,
+                _ => DeployState::Failure,
+            };
+            let desc = format!("{} {}", log.status.emoji(), log.status.label());
+            match gh
+                .deployment_status(
+                    id,
+                    state,
+                    &desc,
+                    log.context.run_url.as_deref(),
+                    log.app_url.as_deref(),
+                )
+                .await
+            {
+                Ok(()) => log
+                    .outputs
+                    .push(format!("GitHub deployment {id} ({})", log.status.label())),
+                Err(e) => tracing::warn!("GitHub deployment status: {}", e.message),
+            }
+        }
+    }
+
+    let summary_path = env("GITHUB_STEP_SUMMARY")
+        .map(PathBuf::from)
+        .or_else(|| report.summary.as_ref().map(|p| loaded.resolve_path(p)))
+        .unwrap_or_else(|| log_path.with_extension("md"));
+    log.outputs
+        .push(format!("summary {}", summary_path.display()));
+    log.outputs.push(format!("log {}", log_path.display()));
+    let summary = redactor.scrub(&markdown::summary(log));
+    if let Some(dir) = summary_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Err(e) = actions::append_summary(&summary_path, &summary) {
+        tracing::warn!("{}", e.message);
+    }
+    let mut json = serde_json::to_value(&*log).unwrap_or(Value::Null);
+    redactor.scrub_json(&mut json);
+    let text = serde_json::to_string_pretty(&json).unwrap_or_default();
+    match write_private(&log_path, &text) {
+        Ok(()) => tracing::info!(
+            "deployment log: {} (summary: {})",
+            log_path.display(),
+            summary_path.display()
+        ),
+        Err(e) => tracing::error!(
+            "cannot write the deployment log {}: {e}",
+            log_path.display()
+        ),
+    }
+    if let Some(out) = env("GITHUB_OUTPUT") {
+        let outputs = [
+            ("status", log.status.label().to_string()),
+            (
+                "backup-id",
+                log.backup
+                    .as_ref()
+                    .map(|b| b.id.clone())
+                    .unwrap_or_default(),
+            ),
+            (
+                "migrations-applied",
+                log.migrations_applied
+                    .iter()
+                    .map(|m| m.filename.clone())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
+            ("image", log.image.clone().unwrap_or_default()),
+            ("previous-image", log.previous_image().unwrap_or_default()),
+            ("log-path", log_path.display().to_string()),
+        ];
+        let outputs: Vec<(&str, String)> = outputs
+            .into_iter()
+            .map(|(k, v)| (k, redactor.scrub(&v)))
+            .collect();
+        if let Err(e) = actions::write_outputs(Path::new(&out), &outputs) {
+            tracing::warn!("{}", e.message);
+        }
+    }
+}
+
+/// The log may name internal hosts and ids: readable by its owner only.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts.open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")
+}
+
+fn outcome(log: &DeploymentLog) -> Outcome {
+    let mut text = markdown::template(log);
+    for o in &log.outputs {
+        text.push_str(&format!("→ {o}\n"));
+    }
+    let ok = matches!(log.status, Status::Success | Status::DryRun);
+    let mut json = serde_json::Map::new();
+    json.insert("status".into(), json!(log.status.label()));
+    json.insert(
+        "log".into(),
+        serde_json::to_value(log).unwrap_or(Value::Null),
+    );
+    let mut out = Outcome::new(ok, json, text);
+    if !ok && let Some(i) = log.issues.first() {
+        let mut e = Error::failure(format!(
+            "deployment {}: {}: {}",
+            log.status.label(),
+            i.step,
+            i.message
+        ));
+        e.hint = i.hint.clone();
+        out.error = Some(e);
+    }
+    out
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn cancelled() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
