@@ -131,6 +131,11 @@ pub struct MigrateArgs {
     /// `SET LOCAL statement_timeout` for every migration; 0 leaves the server's [default: 0]
     #[arg(long, value_name = "DURATION")]
     pub statement_timeout: Option<String>,
+
+    /// How long to keep trying to connect while the server refuses connections or is
+    /// starting (a restarting database, a compute waking up) [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub connect_timeout: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Args)]

@@ -110,17 +110,58 @@ impl DatabaseUrl {
         self.url.path().trim_start_matches('/')
     }
 
-    /// Opens one connection, with a deadline.
-    pub async fn connect(&self, timeout: Duration) -> Result<PgConnection, Error> {
-        let attempt = PgConnection::connect_with(&self.options);
-        match tokio::time::timeout(timeout, attempt).await {
-            Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(connect_error(self, &e)),
-            Err(_) => Err(Error::failure(format!(
-                "could not connect to {self} within {}s",
-                timeout.as_secs()
-            ))
-            .hint("check the host and port, and that the database accepts connections from here")),
+    /// Opens one connection within `budget`. A server that refuses connections or is still
+    /// starting (a restarting database, a compute waking up) is retried with backoff until
+    /// the budget runs out; any other failure (bad password, unknown database) is final.
+    pub async fn connect(&self, budget: Duration) -> Result<PgConnection, Error> {
+        let started = std::time::Instant::now();
+        let mut delay = Duration::from_millis(200);
+        let mut last_note: Option<std::time::Instant> = None;
+        loop {
+            let left = budget.saturating_sub(started.elapsed());
+            let attempt = PgConnection::connect_with(&self.options);
+            let e = match tokio::time::timeout(left.max(Duration::from_millis(100)), attempt).await
+            {
+                Ok(Ok(conn)) => return Ok(conn),
+                Ok(Err(e)) => e,
+                Err(_) => {
+                    return Err(Error::failure(format!(
+                        "could not connect to {self} within {}s",
+                        budget.as_secs()
+                    ))
+                    .hint("check the host and port, and that the database accepts connections from here"));
+                }
+            };
+            let transient = match &e {
+                sqlx::Error::Io(io) => matches!(
+                    io.kind(),
+                    std::io::ErrorKind::ConnectionRefused
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted
+                ),
+                // 57P03: the database system is starting up; 53300: too many connections.
+                _ => matches!(
+                    e.as_database_error().and_then(|d| d.code()).as_deref(),
+                    Some("57P03" | "53300")
+                ),
+            };
+            if !transient || started.elapsed() + delay >= budget {
+                let mut err = connect_error(self, &e);
+                if transient {
+                    err.message
+                        .push_str(&format!(" (retried for {}s)", started.elapsed().as_secs()));
+                }
+                return Err(err);
+            }
+            if last_note.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                tracing::info!(
+                    "{self} is not accepting connections yet ({e}); retrying for up to {}s",
+                    budget.as_secs()
+                );
+                last_note = Some(std::time::Instant::now());
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
         }
     }
 }

@@ -170,7 +170,11 @@ pub(crate) fn migrate_settings(
         )?,
         statement_timeout: (!statement_timeout.is_zero()).then_some(statement_timeout),
         lock_retries: f.lock_retries.unwrap_or(3),
-        connect_timeout: Duration::from_secs(30),
+        connect_timeout: match &a.connect_timeout {
+            Some(v) => config::parse_duration(v)
+                .map_err(|e| Error::usage(format!("--connect-timeout: {e}")))?,
+            None => Duration::from_secs(30),
+        },
         applied_by: format!("flightplan {} ({actor})", env!("CARGO_PKG_VERSION")),
         progress: true,
     })

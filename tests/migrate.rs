@@ -658,10 +658,17 @@ fn bad_inputs_exit_2_or_1_with_a_clear_message_and_change_nothing() {
     ] {
         let dir = db.migrations();
         let r = Run::from(
-            db.cmd(&["migrate", "apply", "--dir", dir.to_str().unwrap()])
-                .env("DATABASE_URL", url)
-                .output()
-                .unwrap(),
+            db.cmd(&[
+                "migrate",
+                "apply",
+                "--dir",
+                dir.to_str().unwrap(),
+                "--connect-timeout",
+                "1s",
+            ])
+            .env("DATABASE_URL", url)
+            .output()
+            .unwrap(),
         );
         r.expect(code);
         assert!(r.stderr.contains(needle), "{url}: {}", r.stderr);
@@ -772,4 +779,54 @@ fn wait_for(db: &TestDb, sql: &str, want: &str) {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("timed out waiting for `{sql}` to return {want}");
+}
+
+#[test]
+fn a_database_that_refuses_connections_at_first_is_retried_until_it_accepts() {
+    let db = TestDb::new();
+    db.write("001_a.sql", "CREATE TABLE a (id int);\n");
+    // A port nothing listens on yet: connections are refused, as while a server restarts.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut url = url::Url::parse(&db.url).unwrap();
+    let real = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
+    url.set_port(Some(port)).unwrap();
+    let dir = db.migrations();
+    let child = db
+        .cmd(&[
+            "migrate",
+            "apply",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--connect-timeout",
+            "20s",
+        ])
+        .env("DATABASE_URL", url.as_str())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // The server "comes up": a forwarder to the real PostgreSQL starts listening.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let server = std::net::TcpStream::connect(&real).unwrap();
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut c, mut s) = (client, server);
+            std::thread::spawn(move || std::io::copy(&mut c, &mut s2));
+            std::thread::spawn(move || std::io::copy(&mut s, &mut c2));
+        }
+    });
+    let run = Run::from(child.wait_with_output().unwrap());
+    run.expect(0);
+    assert!(
+        run.stderr.contains("not accepting connections yet"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(db.ledger().len(), 1);
+    assert!(db.table_exists("a"));
 }

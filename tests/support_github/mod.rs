@@ -67,19 +67,33 @@ impl FakeGitHub {
         let state = inner.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 tx.send(listener.local_addr().unwrap()).unwrap();
-                axum::serve(listener, Router::new().fallback(handle).with_state(state)).await.unwrap();
+                axum::serve(listener, Router::new().fallback(handle).with_state(state))
+                    .await
+                    .unwrap();
             });
         });
         let addr = rx.recv().unwrap();
-        FakeGitHub { inner, url: format!("http://{addr}") }
+        FakeGitHub {
+            inner,
+            url: format!("http://{addr}"),
+        }
     }
 
     pub fn pull_for(&self, sha: &str, pr: u64) {
-        self.inner.lock().unwrap().pulls.entry(sha.into()).or_default().push(pr);
+        self.inner
+            .lock()
+            .unwrap()
+            .pulls
+            .entry(sha.into())
+            .or_default()
+            .push(pr);
     }
 
     /// A comment written by a person (flightplan must leave it alone).
@@ -87,11 +101,24 @@ impl FakeGitHub {
         let mut st = self.inner.lock().unwrap();
         st.next_id += 1;
         let id = st.next_id;
-        st.comments.push(Comment { id, issue: pr, body: body.into(), login: "jdugard".into(), user_type: "User".into() });
+        st.comments.push(Comment {
+            id,
+            issue: pr,
+            body: body.into(),
+            login: "jdugard".into(),
+            user_type: "User".into(),
+        });
     }
 
     pub fn comments(&self, pr: u64) -> Vec<Comment> {
-        self.inner.lock().unwrap().comments.iter().filter(|c| c.issue == pr).cloned().collect()
+        self.inner
+            .lock()
+            .unwrap()
+            .comments
+            .iter()
+            .filter(|c| c.issue == pr)
+            .cloned()
+            .collect()
     }
 
     pub fn deployments(&self) -> Vec<Deployment> {
@@ -105,7 +132,10 @@ impl FakeGitHub {
 
 fn answer(status: u16, body: Value) -> Response {
     let mut r = (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response();
-    r.headers_mut().insert("x-github-request-id", HeaderValue::from_static("F1A5:2B3C:4D5E6F:7A8B9C:0D1E2F3A"));
+    r.headers_mut().insert(
+        "x-github-request-id",
+        HeaderValue::from_static("F1A5:2B3C:4D5E6F:7A8B9C:0D1E2F3A"),
+    );
     r
 }
 
@@ -113,25 +143,61 @@ async fn handle(State(shared): State<Arc<Mutex<Inner>>>, req: Request) -> Respon
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
-    let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let bytes = axum::body::to_bytes(req.into_body(), 1 << 22).await.unwrap_or_default();
-    let body: Option<Value> = if bytes.is_empty() { None } else { serde_json::from_slice(&bytes).ok() };
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let bytes = axum::body::to_bytes(req.into_body(), 1 << 22)
+        .await
+        .unwrap_or_default();
+    let body: Option<Value> = if bytes.is_empty() {
+        None
+    } else {
+        serde_json::from_slice(&bytes).ok()
+    };
     let mut st = shared.lock().unwrap();
-    let (status, out) = route(&mut st, &method, &path, &query, auth.as_deref(), body.as_ref());
-    st.requests.push(Recorded { method, path, body, status });
+    let (status, out) = route(
+        &mut st,
+        &method,
+        &path,
+        &query,
+        auth.as_deref(),
+        body.as_ref(),
+    );
+    st.requests.push(Recorded {
+        method,
+        path,
+        body,
+        status,
+    });
     answer(status, out)
 }
 
-fn route(st: &mut Inner, method: &str, path: &str, query: &str, auth: Option<&str>, body: Option<&Value>) -> (u16, Value) {
+fn route(
+    st: &mut Inner,
+    method: &str,
+    path: &str,
+    query: &str,
+    auth: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value) {
     if auth != Some(&format!("Bearer {}", st.token)) {
-        return (401, json!({"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest", "status": "401"}));
+        return (
+            401,
+            json!({"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest", "status": "401"}),
+        );
     }
     let prefix = format!("/repos/{}/", st.repo);
     let Some(rest) = path.strip_prefix(&prefix) else {
         return (404, json!({"message": "Not Found", "status": "404"}));
     };
     let parts: Vec<&str> = rest.split('/').collect();
-    let page: usize = query.split('&').find_map(|kv| kv.strip_prefix("page=")).and_then(|p| p.parse().ok()).unwrap_or(1);
+    let page: usize = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("page="))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1);
     match (method, parts.as_slice()) {
         ("GET", ["commits", sha, "pulls"]) => {
             let prs = st.pulls.get(*sha).cloned().unwrap_or_default();
@@ -150,7 +216,10 @@ fn route(st: &mut Inner, method: &str, path: &str, query: &str, auth: Option<&st
         }
         ("POST", ["issues", n, "comments"]) => {
             let Some(text) = body.and_then(|b| b["body"].as_str()) else {
-                return (422, json!({"message": "Validation Failed", "errors": [{"resource": "IssueComment", "field": "body", "code": "missing_field"}]}));
+                return (
+                    422,
+                    json!({"message": "Validation Failed", "errors": [{"resource": "IssueComment", "field": "body", "code": "missing_field"}]}),
+                );
             };
             st.next_id += 1;
             let id = st.next_id;
@@ -173,32 +242,69 @@ fn route(st: &mut Inner, method: &str, path: &str, query: &str, auth: Option<&st
                     c.body = text.into();
                     (200, json!({"id": id, "body": text}))
                 }
-                Some(_) => (403, json!({"message": "Must have admin rights to Repository."})),
+                Some(_) => (
+                    403,
+                    json!({"message": "Must have admin rights to Repository."}),
+                ),
                 None => (404, json!({"message": "Not Found"})),
             }
         }
         ("POST", ["deployments"]) => {
-            let Some(b) = body else { return (400, json!({"message": "Problems parsing JSON"})) };
+            let Some(b) = body else {
+                return (400, json!({"message": "Problems parsing JSON"}));
+            };
             if b["ref"].as_str().is_none_or(str::is_empty) {
-                return (422, json!({"message": "Validation Failed", "errors": [{"resource": "Deployment", "field": "ref", "code": "missing_field"}]}));
+                return (
+                    422,
+                    json!({"message": "Validation Failed", "errors": [{"resource": "Deployment", "field": "ref", "code": "missing_field"}]}),
+                );
             }
             // The job's own check is pending: the default required_contexts fails.
-            if b.get("required_contexts").and_then(Value::as_array).is_none_or(|a| !a.is_empty()) {
-                return (409, json!({"message": format!("Conflict: Commit status checks failed for {}.", b["ref"].as_str().unwrap_or("")), "status": "409"}));
+            if b.get("required_contexts")
+                .and_then(Value::as_array)
+                .is_none_or(|a| !a.is_empty())
+            {
+                return (
+                    409,
+                    json!({"message": format!("Conflict: Commit status checks failed for {}.", b["ref"].as_str().unwrap_or("")), "status": "409"}),
+                );
             }
             if b.get("auto_merge").and_then(Value::as_bool) != Some(false) {
-                return (202, json!({"message": "Auto-merged main into topic-branch on deployment."}));
+                return (
+                    202,
+                    json!({"message": "Auto-merged main into topic-branch on deployment."}),
+                );
             }
             st.next_id += 1;
             let id = st.next_id;
-            st.deployments.push(Deployment { id, body: b.clone(), statuses: Vec::new() });
-            (201, json!({"id": id, "ref": b["ref"], "environment": b["environment"]}))
+            st.deployments.push(Deployment {
+                id,
+                body: b.clone(),
+                statuses: Vec::new(),
+            });
+            (
+                201,
+                json!({"id": id, "ref": b["ref"], "environment": b["environment"]}),
+            )
         }
         ("POST", ["deployments", id, "statuses"]) => {
             let id: u64 = id.parse().unwrap_or(0);
             let state = body.and_then(|b| b["state"].as_str()).unwrap_or("");
-            if !["error", "failure", "inactive", "in_progress", "queued", "pending", "success"].contains(&state) {
-                return (422, json!({"message": "Validation Failed", "errors": [{"resource": "DeploymentStatus", "field": "state", "code": "invalid"}]}));
+            if ![
+                "error",
+                "failure",
+                "inactive",
+                "in_progress",
+                "queued",
+                "pending",
+                "success",
+            ]
+            .contains(&state)
+            {
+                return (
+                    422,
+                    json!({"message": "Validation Failed", "errors": [{"resource": "DeploymentStatus", "field": "state", "code": "invalid"}]}),
+                );
             }
             match st.deployments.iter_mut().find(|d| d.id == id) {
                 Some(d) => {
