@@ -59,6 +59,10 @@ pub enum Command {
     /// Put the machines back on the image the last deploy replaced, or roll forward to
     /// --image; optionally restore the database from a backup first
     Rollback(RollbackArgs),
+    /// Try the pending migrations on a short-lived copy of production (a Neon branch, or a
+    /// scratch database restored from pg_dump) and report timings, locks and warnings to
+    /// the summary and the pull request; production is only read; exit 1 when a file fails
+    Rehearse(RehearseArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -261,4 +265,25 @@ pub struct RunArgs {
     /// phase (a non-empty process variable wins) [default: INPUT_ENV-FILE inside an action]
     #[arg(long, value_name = "FILE")]
     pub env_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct RehearseArgs {
+    /// Leave the copy (Neon branch or scratch database) for debugging and print its name; a
+    /// Neon branch still expires at its expires_at
+    #[arg(long)]
+    pub keep: bool,
+
+    /// Neon: how long the branch lives if flightplan cannot delete it (a killed job); at
+    /// most 30 days [default: [rehearse] expires_in, else 1h]
+    #[arg(long, value_name = "DURATION")]
+    pub expires_in: Option<String>,
+
+    /// Neon: the production branch to copy, by name or id [default: [backup] branch, else the
+    /// project's default branch]
+    #[arg(long, value_name = "BRANCH")]
+    pub branch: Option<String>,
+
+    #[command(flatten)]
+    pub migrate: MigrateArgs,
 }

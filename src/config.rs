@@ -30,6 +30,8 @@ pub struct File {
     pub watch: crate::smoke::WatchFile,
     pub rollback: Option<toml::Table>,
     pub report: Option<toml::Table>,
+    /// `[rehearse]`: validated by `rehearse` (see docs/rehearse.md).
+    pub rehearse: Option<toml::Table>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -145,16 +147,66 @@ pub fn parse(text: &str, path: &Path) -> Result<File, Error> {
         let mut err = Error::usage(format!(
             "invalid config file {}: {}",
             path.display(),
-            e.message().trim_end()
+            with_suggestion(e.message().trim_end())
         ))
         .file(path.display().to_string())
         .hint("see README.md, \"Configuration\", for every key and its meaning");
         if let Some(span) = e.span() {
             let (line, col) = crate::migrate::line_col(text, span.start);
+            // Name the key of that line (never its value, which could be a secret), so the
+            // message alone says what to fix: "invalid type … expected u32" is not enough.
+            let key = text
+                .lines()
+                .nth(line.saturating_sub(1) as usize)
+                .and_then(|l| l.split_once('='))
+                .map(|(k, _)| k.trim())
+                .filter(|k| !k.is_empty() && !k.starts_with('#'));
+            if let Some(k) = key {
+                err.message.push_str(&format!(" (line {line}, key `{k}`)"));
+            } else {
+                err.message.push_str(&format!(" (line {line})"));
+            }
             err = err.line(line).column(col);
         }
         err
     })
+}
+
+/// serde's "unknown field `dirr`, expected one of `dir`, `table`" with "; did you mean
+/// `dir`?" appended when one expected name is close (a typo), so the fix is in the message.
+pub fn with_suggestion(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message.to_string();
+    };
+    let Some((unknown, expected)) = rest.split_once('`') else {
+        return message.to_string();
+    };
+    let best = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|k| (edit_distance(&unknown.to_ascii_lowercase(), k), k))
+        .filter(|(d, k)| *d <= (k.len() / 3).max(2))
+        .min_by_key(|(d, _)| *d);
+    match best {
+        Some((_, k)) => format!("{message}; did you mean `{k}`?"),
+        None => message.to_string(),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 /// Parses `90s`, `5m`, `1h`, `250ms`, or a bare number of seconds.
@@ -217,6 +269,16 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.line, Some(3));
         assert!(e.message.contains("dirr"), "{}", e.message);
+        assert!(e.message.contains("did you mean `dir`?"), "{}", e.message);
         assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn suggestions_only_for_close_names() {
+        let m = "unknown field `deploi`, expected one of `app`, `deploy`, `smoke`";
+        assert!(with_suggestion(m).ends_with("did you mean `deploy`?"));
+        let m = "unknown field `zzzzzzzz`, expected one of `app`, `deploy`";
+        assert_eq!(with_suggestion(m), m);
+        assert_eq!(with_suggestion("invalid type"), "invalid type");
     }
 }

@@ -39,8 +39,10 @@ impl DatabaseUrl {
     /// plain-text access to a non-local host (all exit 2).
     pub fn parse(raw: &str) -> Result<DatabaseUrl, Error> {
         let url = Url::parse(raw).map_err(|e| {
-            Error::usage(format!("DATABASE_URL is not a valid URL: {e}"))
-                .hint("expected postgres://USER:PASSWORD@HOST:PORT/DATABASE")
+            Error::usage(format!("DATABASE_URL is not a valid URL: {e}")).hint(
+                "expected postgres://USER:PASSWORD@HOST:PORT/DATABASE; percent-encode special characters \
+                 in the user and password (@ → %40, : → %3A, / → %2F, # → %23, ? → %3F, % → %25)",
+            )
         })?;
         if !matches!(url.scheme(), "postgres" | "postgresql") {
             return Err(Error::usage(format!(

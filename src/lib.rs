@@ -14,6 +14,7 @@ pub mod output;
 pub mod pipeline;
 pub mod preflight;
 pub mod redact;
+pub mod rehearse;
 pub mod report;
 pub mod smoke;
 
@@ -33,9 +34,10 @@ pub async fn run(cli: &Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Outc
         }
         Command::CheckEnv(args) => preflight::check_env(args, &loaded, env).await,
         Command::Deploy(args) => deploy::deploy(args, &loaded, env).await,
-        Command::Rollback(args) => deploy::rollback(args, &loaded, env).await,
+        Command::Rollback(args) => pipeline::rollback(args, &loaded, env).await,
         Command::Smoke(a) => smoke::run(&smoke_settings(a, &loaded, env)?).await,
         Command::Report { log } => report::render(log),
+        Command::Rehearse(a) => rehearse::run(a, &loaded, env).await,
         Command::Run(a) => {
             let image = a
                 .image

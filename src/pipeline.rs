@@ -25,7 +25,7 @@ use crate::report::{DeploymentLog, actions, markdown};
 type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// `[report]`: where the deployment log goes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReportFile {
     /// Relative to the config file when set there; else `flightplan-log.json` in the workspace.
@@ -56,7 +56,7 @@ pub struct RollbackFile {
     pub restore_database: bool,
 }
 
-fn section<T: for<'de> Deserialize<'de> + Default>(
+pub(crate) fn section<T: for<'de> Deserialize<'de> + Default>(
     loaded: &Loaded,
     table: &Option<toml::Table>,
     name: &str,
@@ -64,31 +64,39 @@ fn section<T: for<'de> Deserialize<'de> + Default>(
     match table {
         None => Ok(T::default()),
         Some(t) => t.clone().try_into().map_err(|e: toml::de::Error| {
-            Error::usage(format!("[{name}]: {}", e.message().trim_end()))
-                .file(loaded.describe(&format!("[{name}]")))
+            Error::usage(format!(
+                "[{name}]: {}",
+                crate::config::with_suggestion(e.message().trim_end())
+            ))
+            .file(loaded.describe(&format!("[{name}]")))
         }),
     }
 }
 
 /// The run's shared state: the log being filled in, and when the run started.
-struct Recorder {
-    log: DeploymentLog,
-    t0: Instant,
-    redactor: Redactor,
-    current: Option<(String, u64)>,
+pub(crate) struct Recorder {
+    pub(crate) log: DeploymentLog,
+    pub(crate) t0: Instant,
+    pub(crate) redactor: Redactor,
+    pub(crate) current: Option<(String, u64)>,
 }
 
 impl Recorder {
-    fn elapsed(&self) -> u64 {
+    pub(crate) fn elapsed(&self) -> u64 {
         self.t0.elapsed().as_millis() as u64
     }
 
-    fn begin(&mut self, name: &str) {
+    pub(crate) fn begin(&mut self, name: &str) {
         tracing::info!("── {name}");
         self.current = Some((name.to_string(), self.elapsed()));
     }
 
-    fn end(&mut self, status: StepStatus, summary: impl Into<String>, mut details: Value) {
+    pub(crate) fn end(
+        &mut self,
+        status: StepStatus,
+        summary: impl Into<String>,
+        mut details: Value,
+    ) {
         let (name, started) = self.current.take().unwrap_or_default();
         self.redactor.scrub_json(&mut details);
         let summary = self.redactor.scrub(&summary.into());
@@ -103,7 +111,7 @@ impl Recorder {
         });
     }
 
-    fn skip(&mut self, name: &str, why: &str) {
+    pub(crate) fn skip(&mut self, name: &str, why: &str) {
         let at = self.elapsed();
         self.log.steps.push(Step {
             name: name.into(),
@@ -115,7 +123,7 @@ impl Recorder {
         });
     }
 
-    fn issue(&mut self, step: &str, e: &Error) {
+    pub(crate) fn issue(&mut self, step: &str, e: &Error) {
         let mut e = e.clone();
         self.redactor.scrub_error(&mut e);
         self.log.issues.push(Issue {
@@ -128,7 +136,7 @@ impl Recorder {
     }
 
     /// Ends the current step as failed with the error (or the outcome's error).
-    fn fail(&mut self, e: &Error, details: Value) {
+    pub(crate) fn fail(&mut self, e: &Error, details: Value) {
         let step = self
             .current
             .as_ref()
@@ -140,7 +148,7 @@ impl Recorder {
 }
 
 /// The result of one phase command: ok, its JSON, and its error if any.
-fn split(result: Result<Outcome, Error>) -> (bool, Value, Option<Error>) {
+pub(crate) fn split(result: Result<Outcome, Error>) -> (bool, Value, Option<Error>) {
     match result {
         Ok(o) => (o.ok && o.error.is_none(), Value::Object(o.json), o.error),
         Err(e) => (false, Value::Null, Some(e)),
@@ -200,20 +208,41 @@ pub async fn run(args: RunArgs, loaded: &Loaded, env: Env<'_>) -> Result<Outcome
         _ = cancelled() => true,
     };
     if interrupted {
-        let mut st = state.borrow_mut();
         tracing::warn!("interrupted: writing the deployment log before exiting");
+        // Cancelled while machines were changing: say where each one is now, so a group left
+        // on mixed images is never reported without it (issue 8; before, the deploy step of
+        // an interrupted run had no details and the log could not tell mixed from not).
+        let step = state.borrow().current.as_ref().map(|c| c.0.clone());
+        let machines = match step.as_deref() {
+            Some("deploy" | "rollback") => machines_now(args.image.as_deref(), loaded, env).await,
+            _ => None,
+        };
+        let mut st = state.borrow_mut();
+        let mut where_now = String::new();
         if st.current.is_some() {
             let e = Error::failure("interrupted (SIGTERM/SIGINT) while this step ran");
             let step = st.current.as_ref().map(|c| c.0.clone()).unwrap_or_default();
             st.issue(&step, &e);
-            st.end(StepStatus::Interrupted, "interrupted", Value::Null);
+            let (summary, details) = match machines {
+                Some(json) => {
+                    where_now = images_note(&json);
+                    (format!("interrupted: {where_now}"), json)
+                }
+                None => ("interrupted".to_string(), Value::Null),
+            };
+            st.end(StepStatus::Interrupted, summary, details);
         }
         st.log.status = Status::Failed;
-        st.log.resolution = Some(
+        st.log.resolution = Some(if where_now.is_empty() {
             "the run was cancelled; a migration in flight was rolled back by the database, and machines already \
              updated keep their new image (see the deploy step); run `flightplan run` again or `flightplan rollback`"
-                .into(),
-        );
+                .into()
+        } else {
+            format!(
+                "the run was cancelled while machines were changing: {where_now}; run `flightplan run` again \
+                 (it finishes the rollout) or `flightplan rollback` (each machine back to its recorded previous image)"
+            )
+        });
     }
     let mut log = {
         let mut st = state.borrow_mut();
@@ -236,6 +265,107 @@ pub async fn run(args: RunArgs, loaded: &Loaded, env: Env<'_>) -> Result<Outcome
     Ok(outcome(&log))
 }
 
+/// `flightplan rollback`: the deploy module's rollback, recorded and reported like `run`
+/// (JSON log, summary, a GitHub Deployment of the image rolled to, outputs). No PR comment:
+/// a manual rollback belongs to no pull request.
+pub async fn rollback(
+    args: &crate::cli::RollbackArgs,
+    loaded: &Loaded,
+    env: Env<'_>,
+) -> Result<Outcome, Error> {
+    let mut report: ReportFile = section(loaded, &loaded.file.report, "report")?;
+    report.pr_comment = false;
+    let gha = env("GITHUB_ACTIONS").as_deref() == Some("true");
+    let redactor = Redactor::from_env(env);
+    redactor.announce(gha);
+    let mut log = DeploymentLog::new("rollback", &report.environment, Utc::now().rfc3339());
+    log.app = env("FLY_APP").or_else(|| loaded.file.app.clone());
+    log.app_url = env("APP_URL").or_else(|| loaded.file.app_url.clone());
+    log.image = args.image.clone();
+    fill_context(&mut log, env);
+    let state = Rc::new(RefCell::new(Recorder {
+        log,
+        t0: Instant::now(),
+        redactor,
+        current: None,
+    }));
+    let github = github_client(env, &report, false);
+    let deployment: Rc<RefCell<Option<u64>>> = Rc::new(RefCell::new(None));
+
+    state.borrow_mut().begin("rollback");
+    let result = crate::deploy::rollback(args, loaded, env).await;
+    // Refused before anything was contacted (exit 2): nothing happened, nothing to report.
+    if let Err(e) = &result
+        && e.kind == crate::error::Kind::Usage
+    {
+        return result;
+    }
+    if let Some(gh) = &github {
+        start_deployment(gh, &state, &deployment, env).await;
+    }
+    let deploy_text = result.as_ref().map(|o| o.text.clone()).unwrap_or_default();
+    let (ok, json, err) = split(result);
+    let deploy_json = json.clone();
+    {
+        let mut st = state.borrow_mut();
+        if let Some(map) = json["previous_images"].as_object() {
+            st.log.previous_images = map
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect();
+        }
+        if let Some(img) = json["image"].as_str() {
+            st.log.image = Some(img.to_string());
+        }
+        if ok {
+            let n = json["machines"].as_array().map_or(0, Vec::len);
+            st.end(StepStatus::Ok, format!("{n} machine(s) rolled back"), json);
+            st.log.status = Status::RolledBack;
+            st.log.resolution =
+                Some("manual rollback: every machine is on the image it was rolled to".into());
+        } else {
+            let e = err.unwrap_or_else(|| Error::failure("rollback failed"));
+            st.fail(&e, json);
+            st.log.status = Status::Failed;
+            st.log.resolution = Some("the rollback failed: check the machines (`flightplan deploy` / `rollback --image`)".into());
+        }
+        st.log.finished_at = Some(Utc::now().rfc3339());
+        st.log.duration_ms = st.elapsed();
+    }
+    let mut log = state.borrow().log.clone();
+    let redactor = state.borrow().redactor.clone();
+    let deployment = *deployment.borrow();
+    publish(
+        &mut log,
+        loaded,
+        &report,
+        github.as_ref(),
+        deployment,
+        env,
+        &redactor,
+    )
+    .await;
+    // The command's own result stays what `deploy` documents (app, image, previous_images,
+    // machines, reverted), with the log's status and where it went added.
+    let mut out = outcome(&log);
+    if let Value::Object(mut fields) = deploy_json {
+        fields.extend(out.json);
+        out.json = fields;
+    }
+    out.text = format!(
+        "{deploy_text}{}",
+        log.outputs
+            .iter()
+            .map(|o| format!("→ {o}\n"))
+            .collect::<String>()
+    );
+    if log.status == Status::RolledBack {
+        out.ok = true;
+        out.error = None;
+    }
+    Ok(out)
+}
+
 /// The phases; returns the final status. Each records its step into the log.
 async fn phases(
     args: &RunArgs,
@@ -246,6 +376,24 @@ async fn phases(
     deployment: &Rc<RefCell<Option<u64>>>,
     rollback: &RollbackFile,
 ) -> Status {
+    // A pull request from a fork gets no secrets from GitHub: without DATABASE_URL there is
+    // no live ledger to plan against. Say so and end as a dry run, instead of failing the
+    // env check on variables the run was never going to be given (issue 8).
+    if args.dry_run
+        && env("GITHUB_EVENT_NAME").is_some_and(|e| e.starts_with("pull_request"))
+        && env("DATABASE_URL").is_none_or(|v| v.trim().is_empty())
+    {
+        let note = "pull request from a fork (or without secrets): GitHub gives such runs no secrets, \
+                    so the environment check and the migration plan against the live database were skipped; \
+                    they run on the merge to main";
+        let mut st = state.borrow_mut();
+        for name in ["preflight", "backup", "migrate", "deploy", "smoke"] {
+            st.skip(name, note);
+        }
+        st.log.resolution = Some(note.into());
+        return Status::DryRun;
+    }
+
     // 1. preflight: nothing changes before it passes.
     if loaded.file.env.is_some() {
         state.borrow_mut().begin("preflight");
@@ -295,6 +443,7 @@ async fn phases(
         state.borrow_mut().begin("drift");
         let (ok, json, err) = split(crate::migrate::drift(&migrate_settings).await);
         let mut st = state.borrow_mut();
+        st.log.drift = serde_json::from_value(json["drift"].clone()).unwrap_or_default();
         if !ok {
             let e = err.unwrap_or_else(|| Error::failure("the database has drifted"));
             st.fail(&e, json);
@@ -575,7 +724,7 @@ fn failed_checks(json: &Value) -> String {
     format!("environment check failed: {}", bad.join(", "))
 }
 
-fn contract_secrets(loaded: &Loaded) -> Vec<String> {
+pub(crate) fn contract_secrets(loaded: &Loaded) -> Vec<String> {
     let Some(env) = &loaded.file.env else {
         return Vec::new();
     };
@@ -590,7 +739,7 @@ fn contract_secrets(loaded: &Loaded) -> Vec<String> {
         .collect()
 }
 
-fn fill_context(log: &mut DeploymentLog, env: Env<'_>) {
+pub(crate) fn fill_context(log: &mut DeploymentLog, env: Env<'_>) {
     let c = &mut log.context;
     c.repository = env("GITHUB_REPOSITORY");
     c.commit = env("GITHUB_SHA");
@@ -619,7 +768,7 @@ fn fill_context(log: &mut DeploymentLog, env: Env<'_>) {
     }
 }
 
-fn github_client(env: Env<'_>, report: &ReportFile, dry_run: bool) -> Option<GitHub> {
+pub(crate) fn github_client(env: Env<'_>, report: &ReportFile, dry_run: bool) -> Option<GitHub> {
     if dry_run || (!report.pr_comment && !report.github_deployment) {
         return None;
     }
@@ -709,40 +858,20 @@ async fn publish(
 
     if let Some(gh) = github {
         if report.pr_comment {
-            let mut prs = log.context.pull_requests.clone();
-            if prs.is_empty()
-                && let Some(sha) = &log.context.commit
-            {
-                match gh.pulls_for_commit(sha).await {
-                    Ok(found) => prs = found,
-                    Err(e) => tracing::warn!("finding the pull request: {}", e.message),
-                }
-            }
-            log.context.pull_requests = prs.clone();
-            let body = redactor.scrub(&markdown::comment(log));
-            for pr in prs {
-                match gh.upsert_comment(pr, &body, markdown::COMMENT_MARKER).await {
-                    Ok((id, created)) => log.outputs.push(format!(
-                        "PR #{pr} comment {id} ({})",
-                        if created { "created" } else { "updated" }
-                    )),
-                    Err(e) => {
-                        tracing::warn!("PR comment on #{pr}: {}", e.message);
-                        log.issues.push(Issue {
-                            step: "report".into(),
-                            message: e.message,
-                            hint: e.hint,
-                            location: None,
-                            request_id: e.request_id,
-                        });
-                    }
-                }
-            }
+            comment_on_prs(
+                gh,
+                log,
+                markdown::comment,
+                markdown::COMMENT_MARKER,
+                redactor,
+            )
+            .await;
         }
         if let Some(id) = deployment {
-            let state = match log.status {
-                Status::Success | Status::Partial => DeployState::Success,
-                Status::RolledBack => DeployState::Failure,
+            let state = match (log.status, log.command.as_str()) {
+                (Status::Success | Status::Partial, _) => DeployState::Success,
+                // A manual rollback that worked is a successful deployment of the old image.
+                (Status::RolledBack, "rollback") => DeployState::Success,
                 _ => DeployState::Failure,
             };
             let desc = format!("{} {}", log.status.emoji(), log.status.label());
@@ -764,34 +893,15 @@ async fn publish(
         }
     }
 
-    let summary_path = env("GITHUB_STEP_SUMMARY")
-        .map(PathBuf::from)
-        .or_else(|| report.summary.as_ref().map(|p| loaded.resolve_path(p)))
-        .unwrap_or_else(|| log_path.with_extension("md"));
-    log.outputs
-        .push(format!("summary {}", summary_path.display()));
-    log.outputs.push(format!("log {}", log_path.display()));
-    let summary = redactor.scrub(&markdown::summary(log));
-    if let Some(dir) = summary_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    if let Err(e) = actions::append_summary(&summary_path, &summary) {
-        tracing::warn!("{}", e.message);
-    }
-    let mut json = serde_json::to_value(&*log).unwrap_or(Value::Null);
-    redactor.scrub_json(&mut json);
-    let text = serde_json::to_string_pretty(&json).unwrap_or_default();
-    match write_private(&log_path, &text) {
-        Ok(()) => tracing::info!(
-            "deployment log: {} (summary: {})",
-            log_path.display(),
-            summary_path.display()
-        ),
-        Err(e) => tracing::error!(
-            "cannot write the deployment log {}: {e}",
-            log_path.display()
-        ),
-    }
+    write_summary_and_log(
+        log,
+        loaded,
+        report,
+        env,
+        &log_path,
+        markdown::summary,
+        redactor,
+    );
     if let Some(out) = env("GITHUB_OUTPUT") {
         let outputs = [
             ("status", log.status.label().to_string()),
@@ -821,6 +931,88 @@ async fn publish(
         if let Err(e) = actions::write_outputs(Path::new(&out), &outputs) {
             tracing::warn!("{}", e.message);
         }
+    }
+}
+
+/// Posts (or updates in place) the sticky comment that carries `marker` on the log's pull
+/// requests: those of the event, else those GitHub associates with the commit. Shared by
+/// `run` (the deployment comment) and `rehearse` (the rehearsal comment, another marker).
+/// A failure becomes an issue in the log, never the command's result.
+pub(crate) async fn comment_on_prs(
+    gh: &GitHub,
+    log: &mut DeploymentLog,
+    render: fn(&DeploymentLog) -> String,
+    marker: &str,
+    redactor: &Redactor,
+) {
+    let mut prs = log.context.pull_requests.clone();
+    if prs.is_empty()
+        && let Some(sha) = &log.context.commit
+    {
+        match gh.pulls_for_commit(sha).await {
+            Ok(found) => prs = found,
+            Err(e) => tracing::warn!("finding the pull request: {}", e.message),
+        }
+    }
+    log.context.pull_requests = prs.clone();
+    let body = redactor.scrub(&render(log));
+    for pr in prs {
+        match gh.upsert_comment(pr, &body, marker).await {
+            Ok((id, created)) => log.outputs.push(format!(
+                "PR #{pr} comment {id} ({})",
+                if created { "created" } else { "updated" }
+            )),
+            Err(e) => {
+                tracing::warn!("PR comment on #{pr}: {}", e.message);
+                log.issues.push(Issue {
+                    step: "report".into(),
+                    message: e.message,
+                    hint: e.hint,
+                    location: None,
+                    request_id: e.request_id,
+                });
+            }
+        }
+    }
+}
+
+/// Appends the rendered summary to the job summary (GITHUB_STEP_SUMMARY, else `[report]
+/// summary`, else next to the log) and writes the JSON log, both redacted. Shared by `run`,
+/// `rollback` and `rehearse`.
+pub(crate) fn write_summary_and_log(
+    log: &mut DeploymentLog,
+    loaded: &Loaded,
+    report: &ReportFile,
+    env: Env<'_>,
+    log_path: &Path,
+    render: fn(&DeploymentLog) -> String,
+    redactor: &Redactor,
+) {
+    let summary_path = env("GITHUB_STEP_SUMMARY")
+        .map(PathBuf::from)
+        .or_else(|| report.summary.as_ref().map(|p| loaded.resolve_path(p)))
+        .unwrap_or_else(|| log_path.with_extension("md"));
+    log.outputs
+        .push(format!("summary {}", summary_path.display()));
+    log.outputs.push(format!("log {}", log_path.display()));
+    let summary = redactor.scrub(&render(log));
+    if let Some(dir) = summary_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Err(e) = actions::append_summary(&summary_path, &summary) {
+        tracing::warn!("{}", e.message);
+    }
+    let mut json = serde_json::to_value(&*log).unwrap_or(Value::Null);
+    redactor.scrub_json(&mut json);
+    let text = serde_json::to_string_pretty(&json).unwrap_or_default();
+    match write_private(log_path, &text) {
+        Ok(()) => tracing::info!(
+            "{} log: {} (summary: {})",
+            log.command,
+            log_path.display(),
+            summary_path.display()
+        ),
+        Err(e) => tracing::error!("cannot write the log {}: {e}", log_path.display()),
     }
 }
 
@@ -867,8 +1059,38 @@ fn outcome(log: &DeploymentLog) -> Outcome {
     out
 }
 
+/// The machines and their images right now (read-only), for an interrupted deploy; `None`
+/// when they cannot be read within a few seconds (CI gives a cancelled job ~10 s).
+async fn machines_now(image: Option<&str>, loaded: &Loaded, env: Env<'_>) -> Option<Value> {
+    let read = crate::deploy::preview_image(image, loaded, env);
+    match tokio::time::timeout(std::time::Duration::from_secs(5), read).await {
+        Ok(Ok(o)) if o.error.is_none() => Some(Value::Object(o.json)),
+        _ => None,
+    }
+}
+
+/// "MIXED IMAGES: m1 on A; m2, m3 on B", or "every machine on A".
+fn images_note(json: &Value) -> String {
+    let mut by_image: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for m in json["machines"].as_array().into_iter().flatten() {
+        by_image
+            .entry(m["image"].as_str().unwrap_or("unknown image").to_string())
+            .or_default()
+            .push(m["id"].as_str().unwrap_or("?").to_string());
+    }
+    let parts: Vec<String> = by_image
+        .iter()
+        .map(|(image, ids)| format!("{} on {image}", ids.join(", ")))
+        .collect();
+    match parts.len() {
+        0 => "the machines could not be listed".into(),
+        1 => format!("every machine ({}) on the same image", parts[0]),
+        _ => format!("MIXED IMAGES: {}", parts.join("; ")),
+    }
+}
+
 /// Resolves on SIGTERM or SIGINT.
-async fn cancelled() {
+pub(crate) async fn cancelled() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -161,6 +161,9 @@ pub struct Branch {
     pub default: bool,
     #[serde(default)]
     pub protected: bool,
+    /// When Neon deletes the branch by itself (RFC 3339), if it was given an expiry.
+    #[serde(default)]
+    pub expires_at: Option<String>,
 }
 
 /// An asynchronous control-plane job started by a mutating request.
@@ -528,7 +531,7 @@ impl Neon {
     }
 
     /// The production branch: `branch` from the settings (name or id), else the default.
-    fn production<'a>(&self, all: &'a [Branch]) -> Result<&'a Branch, Error> {
+    pub(crate) fn production<'a>(&self, all: &'a [Branch]) -> Result<&'a Branch, Error> {
         let project = self.project();
         let names = || {
             all.iter()
@@ -675,10 +678,11 @@ impl Provider for Neon {
         let project = self.project().to_string();
         let all = self.branches(None).await?;
         let parent = self.production(&all)?.clone();
-        let name = Neon::free_name(&all, BRANCH_PREFIX, label);
+        let mut name = Neon::free_name(&all, BRANCH_PREFIX, label);
         // No `endpoints`: a branch without compute is what Neon recommends for backups,
         // costs no compute and cannot take writes by accident.
-        let body = json!({ "branch": { "parent_id": parent.id, "name": name } });
+        let mut body = json!({ "branch": { "parent_id": parent.id, "name": name } });
+        let mut conflicts = 0;
         tracing::info!(
             "creating Neon branch {name} of {} ({})",
             parent.name,
@@ -700,6 +704,18 @@ impl Provider for Neon {
                     let m: Mutation =
                         serde_json::from_value(v).map_err(|e| shape_error("POST branches", &e))?;
                     break (m.branch, m.operations);
+                }
+                // Another run of the same commit took this name in the same second (two
+                // merges at once): a 409 created nothing, so the next free name is safe.
+                Err(Failure::Known(Some(StatusCode::CONFLICT), e)) if conflicts < 5 => {
+                    conflicts += 1;
+                    posts -= 1;
+                    tracing::warn!("{}; choosing the next free name", e.message);
+                    let all = self.branches(None).await?;
+                    let mut next = label.clone();
+                    next.secs += conflicts;
+                    name = Neon::free_name(&all, BRANCH_PREFIX, &next);
+                    body = json!({ "branch": { "parent_id": parent.id, "name": name } });
                 }
                 Err(Failure::Known(_, e)) => return Err(e),
                 Err(Failure::Unsure(e)) => {
@@ -868,6 +884,184 @@ impl Provider for Neon {
                     "the delete may still happen: check branch {} in the Neon console, then run prune again",
                     backup.id
                 ))),
+            },
+        }
+    }
+}
+
+/// A compute endpoint of a branch (only the fields flightplan reads).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Endpoint {
+    pub id: String,
+    /// `read_write` or `read_only`.
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub current_state: Option<String>,
+}
+
+/// Short-lived branches with a compute endpoint, for `rehearse`: a copy of production that
+/// can be connected to, with an `expires_at` safety net, its direct connection string from
+/// the API, and a delete that touches nothing but the branch it was given.
+impl Neon {
+    /// Creates a branch of `parent` named `name` with one `read_write` endpoint that Neon
+    /// deletes by itself at `expires_at` (RFC 3339; at most 30 days ahead). Returns the
+    /// branch, its endpoints and the operations to wait for. A POST whose answer is lost is
+    /// looked up by name before it is sent again, as for backups.
+    pub async fn create_with_endpoint(
+        &self,
+        parent: &Branch,
+        name: &str,
+        expires_at: &str,
+        annotations: Value,
+    ) -> Result<(Branch, Vec<Endpoint>, Vec<Operation>), Error> {
+        let project = self.project().to_string();
+        let body = json!({
+            "branch": { "parent_id": parent.id, "name": name, "expires_at": expires_at },
+            "endpoints": [{ "type": "read_write" }],
+            "annotation_value": annotations,
+        });
+        let mut posts = 0;
+        loop {
+            posts += 1;
+            match self
+                .call(
+                    Method::POST,
+                    &["projects", &project, "branches"],
+                    &[],
+                    Some(&body),
+                )
+                .await
+            {
+                Ok(v) => {
+                    let m: Mutation = serde_json::from_value(v.clone())
+                        .map_err(|e| shape_error("POST branches", &e))?;
+                    let endpoints: Vec<Endpoint> = v
+                        .get("endpoints")
+                        .cloned()
+                        .map(serde_json::from_value)
+                        .transpose()
+                        .map_err(|e| shape_error("POST branches", &e))?
+                        .unwrap_or_default();
+                    return Ok((m.branch, endpoints, m.operations));
+                }
+                Err(Failure::Known(_, e)) => return Err(e),
+                Err(Failure::Unsure(e)) => {
+                    tracing::warn!(
+                        "{}; looking the branch up by name before anything else",
+                        e.message
+                    );
+                    for i in 0..LOOKUPS_AFTER_TIMEOUT {
+                        if i > 0 {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        if let Some(b) = self.find_by_name(name).await? {
+                            tracing::info!("the branch was created: {} ({})", b.name, b.id);
+                            return Ok((b, Vec::new(), Vec::new()));
+                        }
+                    }
+                    if posts >= 2 {
+                        return Err(e.hint(format!(
+                            "no branch named {name} exists after two attempts; check the network and Neon's status, then run again"
+                        )));
+                    }
+                    tracing::info!("no branch named {name} exists; sending the request once more");
+                }
+            }
+        }
+    }
+
+    /// Waits for the operations of a mutation (`create_branch`, `start_compute`, …), then
+    /// for the branch to be `ready`.
+    pub async fn settle(
+        &self,
+        branch_id: &str,
+        ops: &[Operation],
+        what: &str,
+    ) -> Result<Branch, Error> {
+        self.wait_operations(ops, what).await?;
+        self.wait_ready(branch_id, what).await
+    }
+
+    /// `GET /projects/{id}/branches/{branch_id}/endpoints`.
+    pub async fn endpoints(&self, branch_id: &str) -> Result<Vec<Endpoint>, Error> {
+        let project = self.project().to_string();
+        let v = self
+            .get(
+                &["projects", &project, "branches", branch_id, "endpoints"],
+                &[],
+            )
+            .await?;
+        serde_json::from_value(v.get("endpoints").cloned().unwrap_or(Value::Null))
+            .map_err(|e| shape_error("GET endpoints", &e))
+    }
+
+    /// The branch's direct (never pooled) connection URI for `database` as `role`, with the
+    /// role's password: a secret the caller must register for masking before anything else.
+    pub async fn connection_uri(
+        &self,
+        branch_id: &str,
+        endpoint_id: &str,
+        database: &str,
+        role: &str,
+    ) -> Result<crate::redact::Secret, Error> {
+        let project = self.project().to_string();
+        let v = self
+            .get(
+                &["projects", &project, "connection_uri"],
+                &[
+                    ("branch_id", branch_id),
+                    ("endpoint_id", endpoint_id),
+                    ("database_name", database),
+                    ("role_name", role),
+                    ("pooled", "false"),
+                ],
+            )
+            .await
+            .map_err(|mut e| {
+                // The usual cause of a 404 here: DATABASE_URL names another database or role.
+                e.hint = Some(format!(
+                    "{}; the branch has the production branch's databases and roles: database `{database}` and role \
+                     `{role}` (taken from DATABASE_URL) must exist there",
+                    e.hint.take().unwrap_or_default()
+                ));
+                e
+            })?;
+        v.get("uri")
+            .and_then(Value::as_str)
+            .filter(|u| !u.is_empty())
+            .map(crate::redact::Secret::new)
+            .ok_or_else(|| {
+                Error::failure("the Neon API answered GET connection_uri without a `uri`")
+                    .hint("check that NEON_API_URL points at the Neon API v2")
+            })
+    }
+
+    /// The branch named exactly `name`, if there is one (a POST may have landed unanswered).
+    pub async fn branch_named(&self, name: &str) -> Result<Option<Branch>, Error> {
+        self.find_by_name(name).await
+    }
+
+    /// Deletes branch `id`, only if its name starts with `prefix` (a last guard: nothing but
+    /// flightplan's own short-lived branches). Does not wait for Neon's `delete_timeline`:
+    /// the branch is gone for clients at once, and a cancelled job has seconds to exit.
+    /// An already deleted branch (404) is success.
+    pub async fn delete_own(&self, id: &str, name: &str, prefix: &str) -> Result<(), Error> {
+        if !name.starts_with(prefix) {
+            return Err(Error::failure(format!(
+                "refusing to delete branch {name} ({id}): not one of flightplan's `{prefix}` branches"
+            )));
+        }
+        let project = self.project().to_string();
+        let path = ["projects", project.as_str(), "branches", id];
+        match self.call(Method::DELETE, &path, &[], None).await {
+            Ok(_) | Err(Failure::Known(Some(StatusCode::NOT_FOUND), _)) => Ok(()),
+            Err(Failure::Known(_, e)) => Err(e),
+            Err(Failure::Unsure(e)) => match self.call(Method::GET, &path, &[], None).await {
+                Err(Failure::Known(Some(StatusCode::NOT_FOUND), _)) => Ok(()),
+                _ => Err(e),
             },
         }
     }

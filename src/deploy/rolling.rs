@@ -595,7 +595,26 @@ impl FlyDeployer {
                 )));
             }
             if e.before.is_running() {
-                let fresh = self.api.get(&m.id).await?;
+                let mut fresh = self.api.get(&m.id).await?;
+                // A machine this run did not update may still be warming up: one an
+                // interrupted earlier deploy had just started reports no check yet. Give it
+                // the wait an updated machine gets before judging it (issue 8: found by
+                // tests/faults_run.rs; before, such a machine failed the verification at
+                // once and the whole group was reverted around it).
+                if fresh.configured_checks() > 0 && !fresh.checks_pass() {
+                    let deadline = Instant::now() + self.wait_timeout;
+                    // Still `starting` (the killed deploy was waiting for it): wait for the
+                    // start first, as update_one does.
+                    if fresh.state == "starting" {
+                        let _ = self
+                            .api
+                            .wait_for_state(&m.id, &fresh.instance_id, "started", deadline)
+                            .await;
+                    }
+                    if let Ok(m) = self.api.wait_for_checks(&m.id, deadline).await {
+                        fresh = m;
+                    }
+                }
                 if fresh.configured_checks() > 0 && !fresh.checks_pass() {
                     return Err(Error::failure(format!(
                         "machine {} ({}) is not passing its health checks after the deploy: {}",

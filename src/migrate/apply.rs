@@ -382,6 +382,24 @@ async fn run_batch(
             }
             return deferred.map_or(Ok(()), Err);
         };
+        // The connection itself failed (reset, closed, timed out): which of the COMMITs
+        // the server carried out is unknown. Ask the ledger on a new connection instead of
+        // guessing (issue 8: found by tests/faults_migrate.rs, which cut the connection
+        // mid-batch and mid-commit; before, the run ended with "reading the tracking table
+        // after a failure" and did not say which files had committed).
+        if err.as_database_error().is_none() {
+            let last = unlock.is_some() && end == files.len();
+            return lost_connection(
+                ctx,
+                conn,
+                &files[from..end],
+                &committed_rows,
+                last,
+                done,
+                &err,
+            )
+            .await;
+        }
         // The failed transaction is still open (aborted): end it before asking anything.
         let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
         // The ledger, not the stream, says which files committed (a COMMIT itself can fail).
@@ -446,6 +464,14 @@ async fn run_batch(
                 error = error.line(line).column(col);
             }
         }
+        // A one-statement file failing without a position (a NOT NULL over existing NULLs,
+        // a duplicate key): that statement is the one, at its first token after comments.
+        if error.line.is_none() && m.statements.len() == 1 {
+            let st = &m.statements[0];
+            let text = &m.sql[st.span.clone()];
+            let (line, col) = line_col(&m.sql, st.span.start + split::code_start(text));
+            error = error.line(line).column(col);
+        }
         if attempts > 0 && error.code.as_deref() == Some("55P03") {
             error
                 .message
@@ -454,6 +480,101 @@ async fn run_batch(
         return Err(error);
     }
     Ok(())
+}
+
+/// The connection broke while a batch ran. Reconnects, waits for the migration lock (the
+/// old session holds it until the server has ended it, so every COMMIT it was going to make
+/// is made by then), and reports from the ledger which files committed. Everything
+/// committed and nothing was left to run: success. Otherwise a failure naming the first
+/// file that did not commit (nothing of it remains: its transaction never committed).
+async fn lost_connection(
+    ctx: &Ctx<'_>,
+    conn: &mut PgConnection,
+    files: &[&Migration],
+    seen: &[(String, i64)],
+    last: bool,
+    done: &mut Vec<Value>,
+    err: &sqlx::Error,
+) -> Result<(), Error> {
+    let names = |fs: &[&Migration]| {
+        fs.iter()
+            .map(|m| m.filename.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    tracing::warn!(
+        "the connection to the database was lost while applying {} ({err}); reconnecting to read the tracking table",
+        names(files)
+    );
+    let unknown = |why: String| {
+        Error::failure(format!(
+            "the connection to the database was lost while applying {} ({err}), and {why}: which of these files committed is unknown",
+            names(files)
+        ))
+        .file(files[0].path.display().to_string())
+        .hint("each file commits together with its ledger row, so none is half-applied: run `flightplan migrate status` when the database answers, then `flightplan migrate apply` again")
+    };
+    let mut fresh = match ctx.s.url.connect(ctx.s.connect_timeout).await {
+        Ok(c) => c,
+        Err(e) => return Err(unknown(format!("reconnecting failed: {}", e.message))),
+    };
+    let key = lock_key(&ctx.s.table);
+    if let Err(e) = acquire_lock(&mut fresh, key, ctx.s.lock_wait).await {
+        close(fresh).await;
+        return Err(unknown(format!(
+            "the old session still holds the migration lock: {}",
+            e.message
+        )));
+    }
+    let committed = committed_of(ctx, &mut fresh, files).await;
+    // `conn` is dead; the caller releases and closes whatever it holds, now the new one.
+    let old = std::mem::replace(conn, fresh);
+    drop(old);
+    let committed = match committed {
+        Ok(c) => c,
+        Err(e) => {
+            return Err(unknown(format!(
+                "reading the tracking table failed: {}",
+                e.message
+            )));
+        }
+    };
+    for m in files.iter().filter(|m| committed.contains(&m.filename)) {
+        let ms = seen
+            .iter()
+            .find(|(n, _)| n == &m.filename)
+            .map_or(0, |(_, ms)| *ms);
+        progress!(
+            ctx.s,
+            "applied {} ({ms} ms; confirmed by the tracking table after reconnecting)",
+            m.filename
+        );
+        done.push(json!({ "filename": m.filename, "duration_ms": ms, "transaction": true }));
+    }
+    match files.iter().find(|m| !committed.contains(&m.filename)) {
+        None if last => {
+            tracing::warn!(
+                "the tracking table shows every file of the lost batch committed ({})",
+                names(files)
+            );
+            release(conn).await;
+            Ok(())
+        }
+        None => Err(Error::failure(format!(
+            "the connection to the database was lost ({err}) after {} committed (confirmed by the tracking table); the remaining files were not run",
+            names(files)
+        ))
+        .hint("run `flightplan migrate apply` again: it applies the remaining files")),
+        Some(m) => Err(Error::failure(format!(
+            "the connection to the database was lost while {} ran ({err}); after reconnecting, the tracking table shows {} of {} file(s) of the batch committed, and not {}: its transaction was rolled back and nothing of it remains",
+            m.filename,
+            committed.len(),
+            files.len(),
+            m.filename
+        ))
+        .file(m.path.display().to_string())
+        .hint("re-run `flightplan migrate apply`: it applies the files that did not commit")),
+    }
 }
 
 fn build_batch(ctx: &Ctx<'_>, files: &[&Migration], unlock: Option<i64>) -> (String, Vec<Segment>) {
@@ -541,8 +662,8 @@ async fn locate_statement(
             .await
             .is_err()
         {
-            let offset = st.span.start
-                + (m.sql[st.span.clone()].len() - m.sql[st.span.clone()].trim_start().len());
+            // The statement's first token, not the comment lines above it.
+            let offset = st.span.start + split::code_start(&m.sql[st.span.clone()]);
             let (line, col) = line_col(&m.sql, offset);
             found = Some((i, line, col));
             break;

@@ -137,7 +137,7 @@ impl Source {
 pub fn read_text(path: &Path, filename: &str) -> Result<String, Error> {
     let bytes = std::fs::read(path)
         .map_err(|e| Error::usage(format!("cannot read {}: {e}", path.display())))?;
-    String::from_utf8(bytes).map_err(|e| {
+    let text = String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let raw = e.as_bytes();
         let line = raw[..at].iter().filter(|&&c| c == b'\n').count() + 1;
@@ -145,7 +145,23 @@ pub fn read_text(path: &Path, filename: &str) -> Result<String, Error> {
             .file(path.display().to_string())
             .line(line as u32)
             .hint("save the file as UTF-8; PostgreSQL would reject or misread it")
-    })
+    })?;
+    // PostgreSQL's protocol ends strings at NUL: a file with one broke the whole batch's
+    // message ("invalid message format", blamed on another file) after the tracking table
+    // was created (issue 8: found by tests/faults_input.rs). Refuse it before any contact.
+    if let Some(at) = text.find('\0') {
+        let (line, col) = line_col(&text, at);
+        return Err(Error::usage(format!(
+            "{filename} contains a NUL byte (line {line}, column {col})"
+        ))
+        .file(path.display().to_string())
+        .line(line)
+        .column(col)
+        .hint(
+            "PostgreSQL cannot take NUL in SQL text: remove it (the file may be binary or UTF-16)",
+        ));
+    }
+    Ok(text)
 }
 
 impl Migration {

@@ -66,6 +66,22 @@ impl GitHub {
                 "GITHUB_REPOSITORY `{repo}` is not owner/name"
             )));
         }
+        // The token must not cross a network in plain text: http:// only for loopback
+        // (the test fakes). Issue 8: the other API clients already refused it.
+        let parsed = url::Url::parse(base_url)
+            .map_err(|e| Error::usage(format!("GITHUB_API_URL `{base_url}` is not a URL: {e}")))?;
+        let loopback = match parsed.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(d)) => d == "localhost",
+            None => false,
+        };
+        if parsed.scheme() != "https" && !(parsed.scheme() == "http" && loopback) {
+            return Err(Error::usage(format!(
+                "GITHUB_API_URL `{base_url}` is not https:// (plain http:// would send the token in clear text)"
+            ))
+            .hint("use https:// (GitHub Enterprise: https://HOST/api/v3)"));
+        }
         Ok(GitHub {
             http,
             base: base_url.trim_end_matches('/').to_string(),
@@ -174,6 +190,37 @@ impl GitHub {
             .flatten()
             .filter_map(|p| p["number"].as_u64())
             .collect())
+    }
+
+    /// The files a pull request changes, as (path, status: added, modified, removed,
+    /// renamed, …). GitHub lists at most 3000; reading them needs only `contents: read`,
+    /// which a fork's pull request token has.
+    pub async fn pull_files(&self, pr: u64) -> Result<Vec<(String, String)>, Error> {
+        let mut out = Vec::new();
+        for page in 1..=30 {
+            let (_, v) = self
+                .send(
+                    Method::GET,
+                    &format!(
+                        "/repos/{}/pulls/{pr}/files?per_page=100&page={page}",
+                        self.repo
+                    ),
+                    None,
+                    true,
+                )
+                .await?;
+            let list = v.as_array().cloned().unwrap_or_default();
+            out.extend(list.iter().filter_map(|f| {
+                Some((
+                    f["filename"].as_str()?.to_string(),
+                    f["status"].as_str().unwrap_or("changed").to_string(),
+                ))
+            }));
+            if list.len() < 100 {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// Finds flightplan's comment (by its hidden marker) among the PR's comments.

@@ -128,6 +128,17 @@ pub struct WatchRecord {
     pub intervals_p95_ms: Vec<f64>,
 }
 
+/// One schema difference found by the drift gate (`migrate drift`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftRecord {
+    pub kind: String,
+    pub object: String,
+    /// What the migration files build; `None` when they do not have it.
+    pub expected: Option<String>,
+    /// What the database has; `None` when it is missing there.
+    pub actual: Option<String>,
+}
+
 /// Where and why the run happened.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Context {
@@ -166,6 +177,9 @@ pub struct DeploymentLog {
     pub migrations_pending: Vec<String>,
     #[serde(default)]
     pub smoke: Vec<SmokeRecord>,
+    /// Differences found by the drift gate, when it ran and found some.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<DriftRecord>,
     pub watch: Option<WatchRecord>,
     #[serde(default)]
     pub steps: Vec<Step>,
@@ -176,6 +190,10 @@ pub struct DeploymentLog {
     /// Where the rendered outputs went (summary file, PR comment, deployment).
     #[serde(default)]
     pub outputs: Vec<String>,
+    /// `rehearse`: the pending migrations tried on a copy of production. Absent from
+    /// every other command's log, and from logs written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rehearsal: Option<Rehearsal>,
 }
 
 impl DeploymentLog {
@@ -198,11 +216,13 @@ impl DeploymentLog {
             migrations_applied: Vec::new(),
             migrations_pending: Vec::new(),
             smoke: Vec::new(),
+            drift: Vec::new(),
             watch: None,
             steps: Vec::new(),
             issues: Vec::new(),
             resolution: None,
             outputs: Vec::new(),
+            rehearsal: None,
         }
     }
 
@@ -218,5 +238,237 @@ impl DeploymentLog {
             [one] => Some((*one).clone()),
             _ => None,
         }
+    }
+}
+
+/// What a rehearsal concluded, in the order a reviewer cares about.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Every pending file applied on the copy.
+    Pass,
+    /// A pending file failed on the copy: it would fail in production too.
+    Fail,
+    /// `migrate apply` would refuse to start (a modified or failed file, a lint error).
+    Blocked,
+    /// Nothing is pending: nothing to rehearse.
+    #[default]
+    NothingPending,
+    /// No copy could be made (no Neon key on a fork's pull request): the plan only.
+    PlanOnly,
+    /// Not even the ledger could be read (no DATABASE_URL): the changed files only.
+    LedgerUnreadable,
+    /// The rehearsal itself could not run (the copy could not be made or reached).
+    Error,
+    /// SIGTERM or SIGINT arrived mid-rehearsal.
+    Interrupted,
+}
+
+impl Verdict {
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Pass => "PASSED",
+            Verdict::Fail => "FAILED",
+            Verdict::Blocked => "BLOCKED",
+            Verdict::NothingPending => "NOTHING PENDING",
+            Verdict::PlanOnly => "PLAN ONLY",
+            Verdict::LedgerUnreadable => "NOT REHEARSED",
+            Verdict::Error => "ERROR",
+            Verdict::Interrupted => "INTERRUPTED",
+        }
+    }
+
+    pub fn emoji(self) -> &'static str {
+        match self {
+            Verdict::Pass | Verdict::NothingPending => "✅",
+            Verdict::Fail | Verdict::Blocked | Verdict::Error => "❌",
+            Verdict::PlanOnly | Verdict::LedgerUnreadable => "⚠️",
+            Verdict::Interrupted => "⛔",
+        }
+    }
+
+    /// Exit 0: nothing found that would fail in production.
+    pub fn ok(self) -> bool {
+        matches!(
+            self,
+            Verdict::Pass | Verdict::NothingPending | Verdict::PlanOnly | Verdict::LedgerUnreadable
+        )
+    }
+}
+
+/// The copy a rehearsal ran on, and what became of it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CopyRecord {
+    /// `neon` (a branch with a compute endpoint) or `pg_dump` (a scratch database).
+    pub provider: String,
+    /// Neon: the branch name; pg_dump: the scratch database's name.
+    pub name: String,
+    /// Neon: the branch id (`br-…`), once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// What it copies: the production branch, or the production database's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Neon: when Neon deletes it by itself, whatever happens to this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// `deleted`, `kept` (--keep), `not_deleted` (cleanup failed: see `cleanup_error`).
+    #[serde(default)]
+    pub disposition: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup_error: Option<String>,
+}
+
+/// One pending file as it went on the copy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RehearsedFile {
+    pub filename: String,
+    /// `applied`, `failed`, `not_run` (after a failure), or `pending` (not rehearsed).
+    pub status: String,
+    #[serde(default)]
+    pub transaction: bool,
+    /// Time on the copy (production-sized data), as the server measured it; for the failed
+    /// file, the time until it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<i64>,
+    /// Every table-level lock it takes on a table that existed before the change set.
+    #[serde(default)]
+    pub locks: Vec<LockRecord>,
+    /// The strongest of them: `ACCESS EXCLUSIVE on users`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strongest_lock: Option<String>,
+    /// Rows of the tables it touches, on the copy before the change set.
+    #[serde(default)]
+    pub tables: Vec<TableRows>,
+    #[serde(default)]
+    pub warnings: Vec<RehearsalWarning>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<FileError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockRecord {
+    /// `ACCESS EXCLUSIVE`, `SHARE`, …
+    pub mode: String,
+    pub relation: String,
+    pub line: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableRows {
+    pub table: String,
+    /// The planner's estimate (`reltuples`) on the copy; a table never analysed is
+    /// analysed on the copy first.
+    pub rows: i64,
+}
+
+/// A known-dangerous operation the copy's data confirmed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RehearsalWarning {
+    /// `volatile_default`, `index_not_concurrent`, `enum_value_in_transaction`,
+    /// `set_not_null_without_check`.
+    pub kind: String,
+    pub line: u32,
+    pub message: String,
+}
+
+/// Why a file failed on the copy, where, and what to do.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileError {
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
+    /// SQLSTATE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+/// `flightplan rehearse`: the pending migrations tried on a copy of production.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rehearsal {
+    pub verdict: Verdict,
+    /// One line saying why, for the verdict's sentence.
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<CopyRecord>,
+    /// The pending files, in the order they apply.
+    #[serde(default)]
+    pub files: Vec<RehearsedFile>,
+    /// When the ledger could not be read: the migration files the pull request changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed_files: Vec<String>,
+    /// The drift check on the copy after the files: `None` when it did not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<Vec<DriftRecord>>,
+    /// Why the drift check could not run, when it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_error: Option<String>,
+    /// Rows from which a non-concurrent index build counts as dangerous.
+    #[serde(default)]
+    pub large_table_rows: u64,
+    /// Anything else a reviewer should know (the copy's ledger differed, a lock not derived).
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+impl Rehearsal {
+    pub fn warnings(&self) -> usize {
+        self.files.iter().map(|f| f.warnings.len()).sum()
+    }
+
+    /// The file that failed, if one did.
+    pub fn failed(&self) -> Option<&RehearsedFile> {
+        self.files.iter().find(|f| f.status == "failed")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_written_before_rehearsals_existed_still_load() {
+        // A log of `run` as written before the rehearsal section (and the drift list) existed.
+        let old = r#"{"version":1,"command":"run","app":"secure2send","environment":"production",
+            "app_url":null,"status":"SUCCESS","dry_run":false,"started_at":"2026-11-27T05:30:04Z",
+            "finished_at":"2026-11-27T05:31:27Z","duration_ms":83000,
+            "context":{"repository":null,"commit":null,"trigger":"push","actor":null,"run_url":null,"pull_requests":[]},
+            "image":null,"backup":null,"watch":null,"resolution":null}"#;
+        let log: DeploymentLog = serde_json::from_str(old).unwrap();
+        assert_eq!(log.rehearsal, None);
+        assert_eq!(log.status, Status::Success);
+        // And a log without a rehearsal does not grow the key.
+        assert!(!serde_json::to_string(&log).unwrap().contains("rehearsal"));
+    }
+
+    #[test]
+    fn a_rehearsal_round_trips() {
+        let mut log = DeploymentLog::new("rehearse", "production", "2026-11-27T05:30:04Z".into());
+        log.rehearsal = Some(Rehearsal {
+            verdict: Verdict::Fail,
+            files: vec![RehearsedFile {
+                filename: "021_x.sql".into(),
+                status: "failed".into(),
+                error: Some(FileError {
+                    message: "boom".into(),
+                    line: Some(3),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let text = serde_json::to_string(&log).unwrap();
+        let back: DeploymentLog = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, log);
+        assert_eq!(
+            back.rehearsal.unwrap().failed().unwrap().filename,
+            "021_x.sql"
+        );
     }
 }

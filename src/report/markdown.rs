@@ -12,7 +12,7 @@ pub const SUMMARY_LIMIT: usize = 1024 * 1024;
 /// GitHub's comment body limit is 65,536 characters; stay clear of it.
 pub const COMMENT_LIMIT: usize = 65_000;
 
-fn duration(ms: u64) -> String {
+pub(super) fn duration(ms: u64) -> String {
     match ms {
         0..=999 => format!("{ms} ms"),
         1_000..=59_999 => format!("{:.1} s", ms as f64 / 1000.0),
@@ -20,12 +20,12 @@ fn duration(ms: u64) -> String {
     }
 }
 
-fn short_sha(sha: &str) -> &str {
+pub(super) fn short_sha(sha: &str) -> &str {
     &sha[..sha.len().min(7)]
 }
 
 /// Table cells cannot hold a pipe or a newline.
-fn cell(s: &str) -> String {
+pub(super) fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace(['\n', '\r'], " ")
 }
 
@@ -39,14 +39,7 @@ fn header(log: &DeploymentLog, out: &mut String) {
         log.environment
     );
     let mut rows: Vec<(String, String)> = Vec::new();
-    if let Some(c) = &log.context.commit {
-        let commit = match (&log.context.repository, &log.context.run_url) {
-            (Some(repo), Some(run)) => {
-                let server = run.split("/").take(3).collect::<Vec<_>>().join("/");
-                format!("[`{}`]({server}/{repo}/commit/{c})", short_sha(c))
-            }
-            _ => format!("`{}`", short_sha(c)),
-        };
+    if let Some(commit) = commit_link(log) {
         rows.push(("Commit".into(), commit));
     }
     if let Some(img) = &log.image {
@@ -95,7 +88,19 @@ fn header(log: &DeploymentLog, out: &mut String) {
     out.push('\n');
 }
 
-fn phases(log: &DeploymentLog, out: &mut String) {
+/// The commit as a link to it on the server the run is on, or as plain text.
+pub(super) fn commit_link(log: &DeploymentLog) -> Option<String> {
+    let c = log.context.commit.as_ref()?;
+    Some(match (&log.context.repository, &log.context.run_url) {
+        (Some(repo), Some(run)) => {
+            let server = run.split("/").take(3).collect::<Vec<_>>().join("/");
+            format!("[`{}`]({server}/{repo}/commit/{c})", short_sha(c))
+        }
+        _ => format!("`{}`", short_sha(c)),
+    })
+}
+
+pub(super) fn phases(log: &DeploymentLog, out: &mut String) {
     out.push_str("### Phases\n\n| Phase | Status | Time | Summary |\n|---|---|---|---|\n");
     for s in &log.steps {
         let _ = writeln!(
@@ -168,6 +173,35 @@ fn migrations(log: &DeploymentLog, out: &mut String, limit: usize) {
         }
         out.push('\n');
     }
+}
+
+fn drift(log: &DeploymentLog, out: &mut String, limit: usize) {
+    if log.drift.is_empty() {
+        return;
+    }
+    let clip = |s: &Option<String>| match s {
+        None => "—".to_string(),
+        Some(s) if s.chars().count() > 80 => {
+            format!("`{}…`", s.chars().take(80).collect::<String>())
+        }
+        Some(s) => format!("`{s}`"),
+    };
+    let _ = writeln!(
+        out,
+        "### Schema drift ({})\n\nThe database differs from what its applied migration files build.\n\n| Kind | Object | Files | Database |\n|---|---|---|---|",
+        log.drift.len()
+    );
+    for d in log.drift.iter().take(limit) {
+        let _ = writeln!(
+            out,
+            "| {} | `{}` | {} | {} |",
+            d.kind,
+            cell(&d.object),
+            cell(&clip(&d.expected)),
+            cell(&clip(&d.actual))
+        );
+    }
+    out.push('\n');
 }
 
 fn smoke(log: &DeploymentLog, out: &mut String) {
@@ -328,6 +362,10 @@ pub fn template(log: &DeploymentLog) -> String {
 /// The job summary (GITHUB_STEP_SUMMARY): status first, a table per phase, pictures, and
 /// the runbook template; trimmed with a note to stay under GitHub's 1 MiB.
 pub fn summary(log: &DeploymentLog) -> String {
+    // A rehearsal's log (also when read back by `report --log`) has its own summary.
+    if log.command == "rehearse" && log.rehearsal.is_some() {
+        return super::rehearsal::summary(log);
+    }
     for limit in [usize::MAX, 200, 20] {
         let s = summary_with(log, limit);
         if s.len() <= SUMMARY_LIMIT {
@@ -349,6 +387,7 @@ fn summary_with(log: &DeploymentLog, limit: usize) -> String {
         out.push('\n');
     }
     issues(log, &mut out);
+    drift(log, &mut out, limit);
     migrations(log, &mut out, limit);
     smoke(log, &mut out);
     watch(log, &mut out);
@@ -369,6 +408,7 @@ pub fn comment(log: &DeploymentLog) -> String {
     header(log, &mut out);
     phases(log, &mut out);
     issues(log, &mut out);
+    drift(log, &mut out, 30);
     migrations(log, &mut out, 30);
     smoke(log, &mut out);
     if log.status == Status::DryRun {

@@ -5,6 +5,7 @@ pub mod actions;
 pub mod github;
 pub mod log;
 pub mod markdown;
+pub mod rehearsal;
 
 use std::path::Path;
 

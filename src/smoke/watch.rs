@@ -38,6 +38,26 @@ pub struct WatchReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub checks: Vec<WatchCheck>,
+    /// One entry per progress interval, for the report's latency chart.
+    pub intervals: Vec<WatchInterval>,
+}
+
+/// The window's requests of one progress interval.
+#[derive(Debug, Clone, Serialize)]
+pub struct WatchInterval {
+    pub samples: u64,
+    pub errors: u64,
+    pub p95_ms: Option<u64>,
+}
+
+impl From<&Tally> for WatchInterval {
+    fn from(t: &Tally) -> WatchInterval {
+        WatchInterval {
+            samples: t.samples,
+            errors: t.errors,
+            p95_ms: t.p(0.95).map(ms),
+        }
+    }
 }
 
 /// One check's share of the window.
@@ -94,12 +114,14 @@ impl Runner<'_> {
         let mut per: Vec<(Tally, Option<String>)> =
             checks.iter().map(|_| (Tally::default(), None)).collect();
         let mut next_note = started + w.interval;
+        let mut interval = Tally::default();
+        let mut intervals = Vec::new();
         // At least one round, however short the window.
         loop {
             let round = Instant::now();
             for (c, (tally, last_error)) in checks.iter().zip(per.iter_mut()) {
                 let sample = self.attempt(c, self.request_timeout).await;
-                for t in [&mut all, &mut *tally] {
+                for t in [&mut all, &mut *tally, &mut interval] {
                     t.samples += 1;
                     if let Some(l) = sample.latency {
                         t.latencies.push(l);
@@ -121,6 +143,8 @@ impl Runner<'_> {
                     while next_note <= Instant::now() {
                         next_note += w.interval;
                     }
+                    intervals.push(WatchInterval::from(&interval));
+                    interval = Tally::default();
                 }
             }
             let now = Instant::now();
@@ -133,6 +157,9 @@ impl Runner<'_> {
             }
         }
 
+        if interval.samples > 0 {
+            intervals.push(WatchInterval::from(&interval));
+        }
         let p95 = all.p(0.95);
         let rate = all.error_rate();
         let mut reasons = Vec::new();
@@ -176,6 +203,7 @@ impl Runner<'_> {
                     last_error,
                 })
                 .collect(),
+            intervals,
         };
         tracing::info!("{}", report.summary());
         report

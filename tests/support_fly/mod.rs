@@ -100,6 +100,8 @@ struct Inner {
     critical: Vec<(String, String)>,
     /// (method, path suffix, status, times left): injected answers.
     inject: Vec<(String, String, u16, u32)>,
+    /// (n, status): the n-th request (from 1) is answered `status` unseen; see `fail_nth`.
+    schedule: Vec<(u64, u16)>,
 }
 
 /// The fake server. Dropping it leaves the thread serving until the test process ends.
@@ -163,6 +165,7 @@ impl FakeMachines {
             waits_408: 1,
             critical: Vec::new(),
             inject: Vec::new(),
+            schedule: Vec::new(),
         }));
         let state = inner.clone();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -262,6 +265,13 @@ impl FakeMachines {
     /// answered `status` (e.g. 429) before being looked at.
     pub fn inject(&self, method: &str, suffix: &str, status: u16, times: u32) -> &FakeMachines {
         self.with(|s| s.inject.push((method.into(), suffix.into(), status, times)));
+        self
+    }
+
+    /// The n-th request (from 1, counting every request the fake has seen) is answered
+    /// `status` without being acted on.
+    pub fn fail_nth(&self, n: u64, status: u16) -> &FakeMachines {
+        self.with(|s| s.schedule.push((n, status)));
         self
     }
 
@@ -433,6 +443,16 @@ fn answer(
     body: Option<Value>,
     rid: &str,
 ) -> Response {
+    // Scheduled answers first: the n-th request of the fake's life.
+    if let Some(&(_, status)) = s.schedule.iter().find(|(k, _)| *k == s.served) {
+        let code = StatusCode::from_u16(status).unwrap();
+        let mut r = fly_error(code, rid, &format!("injected {status}"));
+        if status == 429 {
+            r.headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+        }
+        return r;
+    }
     // Injected answers first: the rate limiter answers before anything else.
     if let Some(slot) = s.inject.iter_mut().find(|(m, suffix, _, left)| {
         *left > 0 && m == method.as_str() && path.ends_with(suffix.as_str())

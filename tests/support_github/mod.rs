@@ -46,7 +46,12 @@ pub struct Inner {
     pub pulls: HashMap<String, Vec<u64>>,
     pub comments: Vec<Comment>,
     pub deployments: Vec<Deployment>,
+    /// PR number → its changed files as (path, status), for `GET …/pulls/{n}/files`.
+    pub pr_files: HashMap<u64, Vec<(String, String)>>,
     pub requests: Vec<Recorded>,
+    /// (n, status): the n-th request (from 1) of the fake's life is answered `status`
+    /// before it is looked at (a rate limit, an outage); see `fail_nth`.
+    pub schedule: Vec<(usize, u16)>,
     next_id: u64,
 }
 
@@ -86,6 +91,12 @@ impl FakeGitHub {
         }
     }
 
+    /// The n-th request (from 1, counting every request the fake has seen) is answered
+    /// `status` without being acted on.
+    pub fn fail_nth(&self, n: usize, status: u16) {
+        self.inner.lock().unwrap().schedule.push((n, status));
+    }
+
     pub fn pull_for(&self, sha: &str, pr: u64) {
         self.inner
             .lock()
@@ -94,6 +105,32 @@ impl FakeGitHub {
             .entry(sha.into())
             .or_default()
             .push(pr);
+    }
+
+    /// The files a pull request changes (path, status: added, modified, removed, …).
+    pub fn pr_files(&self, pr: u64, files: &[(&str, &str)]) {
+        self.inner.lock().unwrap().pr_files.insert(
+            pr,
+            files
+                .iter()
+                .map(|(p, s)| (p.to_string(), s.to_string()))
+                .collect(),
+        );
+    }
+
+    /// A comment written by flightplan's bot before (e.g. the deployment log's).
+    pub fn bot_comment(&self, pr: u64, body: &str) -> u64 {
+        let mut st = self.inner.lock().unwrap();
+        st.next_id += 1;
+        let id = st.next_id;
+        st.comments.push(Comment {
+            id,
+            issue: pr,
+            body: body.into(),
+            login: "github-actions[bot]".into(),
+            user_type: "Bot".into(),
+        });
+        id
     }
 
     /// A comment written by a person (flightplan must leave it alone).
@@ -157,6 +194,24 @@ async fn handle(State(shared): State<Arc<Mutex<Inner>>>, req: Request) -> Respon
         serde_json::from_slice(&bytes).ok()
     };
     let mut st = shared.lock().unwrap();
+    let n = st.requests.len() + 1;
+    if let Some(&(_, status)) = st.schedule.iter().find(|(k, _)| *k == n) {
+        st.requests.push(Recorded {
+            method,
+            path,
+            body,
+            status,
+        });
+        let mut r = answer(
+            status,
+            json!({"message": format!("injected {status}"), "documentation_url": "https://docs.github.com/rest"}),
+        );
+        if status == 429 {
+            r.headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+        }
+        return r;
+    }
     let (status, out) = route(
         &mut st,
         &method,
@@ -202,6 +257,18 @@ fn route(
         ("GET", ["commits", sha, "pulls"]) => {
             let prs = st.pulls.get(*sha).cloned().unwrap_or_default();
             (200, json!(prs.iter().map(|n| json!({"number": n, "state": "closed", "merged_at": "2026-11-27T05:00:00Z"})).collect::<Vec<_>>()))
+        }
+        ("GET", ["pulls", n, "files"]) => {
+            let n: u64 = n.parse().unwrap_or(0);
+            let all: Vec<Value> = st
+                .pr_files
+                .get(&n)
+                .into_iter()
+                .flatten()
+                .map(|(p, s)| json!({"filename": p, "status": s, "additions": 1, "deletions": 0}))
+                .collect();
+            let page: Vec<Value> = all.into_iter().skip((page - 1) * 100).take(100).collect();
+            (200, json!(page))
         }
         ("GET", ["issues", n, "comments"]) => {
             let n: u64 = n.parse().unwrap_or(0);

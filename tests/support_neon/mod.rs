@@ -2,7 +2,9 @@
 //! branches and operations (which progress with time), Neon's status codes and error body
 //! (`request_id`, `code`, `message`), `Authorization: Bearer` and request-body checks,
 //! 423 while an operation runs, injected 423/429/503/500 and slow answers, and a record
-//! of every request so tests assert what was sent.
+//! of every request so tests assert what was sent. For the rehearse tests also compute
+//! endpoints whose data is a real database copied from production's, connection URIs to
+//! them, and `expires_at` (see the section at the end).
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
@@ -117,6 +119,8 @@ pub struct State {
     pub operations: Vec<Op>,
     pub requests: Vec<Recorded>,
     pub faults: Vec<Fault>,
+    /// (n, status): the n-th request (from 1) is answered `status` unseen; see `fail_nth`.
+    pub schedule: Vec<(usize, u16)>,
     /// How long each new operation takes (scheduling for a third, then running).
     pub op_duration: Duration,
     /// What new operations end as.
@@ -127,6 +131,16 @@ pub struct State {
     pub branches_limit: usize,
     /// Hold the answer of the next N `POST …/branches` this long after applying them.
     pub slow_create: Option<(Duration, u32)>,
+    /// Compute endpoints (rehearse): a branch created with `endpoints` gets one each.
+    pub endpoints: Vec<Endpoint>,
+    /// Branch id → `expires_at` (seconds since the epoch): Neon deletes it then.
+    pub expiry: std::collections::HashMap<String, i64>,
+    /// The real PostgreSQL standing in for computes, when a test wires one (`with_compute`).
+    pub compute: Option<Compute>,
+    /// Branch id → the database that is its compute's data.
+    pub compute_dbs: std::collections::HashMap<String, String>,
+    /// Databases to create or drop once the state's lock is released.
+    pub jobs: Vec<Job>,
     minutes: u64,
     next_id: u64,
     lsn: u64,
@@ -216,6 +230,10 @@ impl State {
         if let Some(l) = &b.parent_lsn {
             v["parent_lsn"] = json!(l);
         }
+        if let Some(at) = self.expiry.get(&b.id) {
+            v["expires_at"] = json!(rfc3339(*at));
+            v["ttl_interval_seconds"] = json!((*at - now_secs()).max(0));
+        }
         v
     }
 
@@ -270,11 +288,17 @@ impl FakeNeon {
             operations: Vec::new(),
             requests: Vec::new(),
             faults: Vec::new(),
+            schedule: Vec::new(),
             op_duration: Duration::from_millis(300),
             op_outcome: "finished".into(),
             page_size: 3,
             branches_limit: 10,
             slow_create: None,
+            endpoints: Vec::new(),
+            expiry: Default::default(),
+            compute: None,
+            compute_dbs: Default::default(),
+            jobs: Vec::new(),
             minutes: 0,
             next_id: 0,
             lsn: 0x1964D68,
@@ -348,6 +372,12 @@ impl FakeNeon {
         })
     }
 
+    /// The n-th request (from 1, counting every request the fake has seen) is answered
+    /// `status` without being acted on.
+    pub fn fail_nth(&self, n: usize, status: u16) {
+        self.with(|st| st.schedule.push((n, status)));
+    }
+
     pub fn inject(&self, f: Fault) {
         self.with(|st| st.faults.push(f));
     }
@@ -385,6 +415,7 @@ impl FakeNeon {
 
 impl Drop for FakeNeon {
     fn drop(&mut self) {
+        self.drop_computes();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -451,6 +482,16 @@ async fn handle(AxState(shared): AxState<Shared>, req: Request) -> Response {
             body: body.clone(),
             at: Instant::now(),
         });
+        let n = st.requests.len();
+        if let Some(&(_, status)) = st.schedule.iter().find(|(k, _)| *k == n) {
+            let f = Fault::new("ANY", "", status, 1);
+            let mut r = error(status, &f.code, &f.message, &request_id);
+            if status == 429 {
+                r.headers_mut()
+                    .insert("retry-after", HeaderValue::from_static("1"));
+            }
+            return r;
+        }
         let Some(rest) = path.strip_prefix("/api/v2/") else {
             return error(404, "", "not found", &request_id);
         };
@@ -529,6 +570,8 @@ async fn handle(AxState(shared): AxState<Shared>, req: Request) -> Response {
             &request_id,
         )
     };
+    let jobs = std::mem::take(&mut shared.lock().unwrap().jobs);
+    run_jobs(&shared, jobs).await;
     if let Some(d) = delay {
         // Applied already; the caller gives up before this answer arrives.
         tokio::time::sleep(d).await;
@@ -544,6 +587,8 @@ fn route(
     body: Option<&Value>,
     rid: &str,
 ) -> Response {
+    // Neon's background process: expired branches are deleted.
+    expire(st);
     match (method, segs) {
         ("GET", ["branches"]) => list(st, query, rid),
         ("POST", ["branches"]) => create(st, body, rid),
@@ -556,6 +601,8 @@ fn route(
         },
         ("DELETE", ["branches", id]) => delete(st, id, rid),
         ("POST", ["branches", id, "restore"]) => restore(st, id, body, rid),
+        ("GET", ["branches", id, "endpoints"]) => list_endpoints(st, id, rid),
+        ("GET", ["connection_uri"]) => connection_uri(st, query, rid),
         ("GET", ["operations", id]) => match st.operations.iter().find(|o| o.id == *id) {
             Some(o) => ok(200, json!({ "operation": st.op_json(o) })),
             None => error(404, "", &format!("operation {id} not found"), rid),
@@ -688,6 +735,13 @@ fn create(st: &mut State, body: Option<&Value>, rid: &str) -> Response {
         },
         _ => st.branches.iter().find(|x| x.default).cloned().unwrap(),
     };
+    let expires_at = match b.get("expires_at").and_then(Value::as_str) {
+        None => None,
+        Some(t) => match check_expiry(st, t, &parent.id, &b) {
+            Ok(at) => Some(at),
+            Err(m) => return error(400, "", &m, rid),
+        },
+    };
     let id = st.id("br-fake");
     let name = match b.get("name").and_then(Value::as_str) {
         Some("") => return error(400, "", "branch name must not be empty", rid),
@@ -730,17 +784,11 @@ fn create(st: &mut State, body: Option<&Value>, rid: &str) -> Response {
         busy_state: "init",
     };
     st.branches.push(branch.clone());
+    if let Some(at) = expires_at {
+        st.expiry.insert(id.clone(), at);
+    }
     let mut ops = vec![st.op(&id, "create_branch")];
-    let endpoints: Vec<Value> = body
-        .get("endpoints")
-        .and_then(Value::as_array)
-        .map(|eps| {
-            eps.iter()
-                .enumerate()
-                .map(|(i, e)| json!({ "id": format!("ep-fake-{i}"), "branch_id": id, "type": e["type"] }))
-                .collect()
-        })
-        .unwrap_or_default();
+    let endpoints = add_endpoints(st, &id, body.get("endpoints"), &parent.id);
     if !endpoints.is_empty() {
         ops.push(st.op(&id, "start_compute"));
     }
@@ -786,6 +834,7 @@ fn delete(st: &mut State, id: &str, rid: &str) -> Response {
     let mut json_branch = st.branch_json(&b);
     json_branch["pending_state"] = json!("storage_deleted");
     st.branches.retain(|x| x.id != id);
+    forget(st, id);
     let op = st.op(id, "delete_timeline");
     let op = st.op_json(&op);
     ok(200, json!({ "branch": json_branch, "operations": [op] }))
@@ -883,4 +932,401 @@ fn restore(st: &mut State, id: &str, body: Option<&Value>, rid: &str) -> Respons
         200,
         json!({ "branch": st.branch_json(&t), "operations": ops }),
     )
+}
+
+// ---- Compute endpoints, connection URIs, expiry (for `rehearse`) ----------------------
+//
+// A branch created with `endpoints: [{type: read_write}]` gets an endpoint whose "compute"
+// is a database on the real PostgreSQL of the tests: `CREATE DATABASE … TEMPLATE <the
+// production test database>` at creation (a copy of production at that instant, as a
+// Neon branch is), dropped (WITH FORCE, breaking connections, as Neon's delete does) when
+// the branch is deleted or expires. `GET …/connection_uri` answers a URI to it with the
+// role's password, [`BRANCH_PASSWORD`], a canary.
+
+/// The password in every branch connection URI the fake hands out; must never be printed.
+pub const BRANCH_PASSWORD: &str = "npg_canaryBranchPasswordFFFFFFFF";
+
+/// The real PostgreSQL that stands in for computes.
+#[derive(Debug, Clone)]
+pub struct Compute {
+    /// An admin URL of the server (`…/postgres?sslmode=disable`).
+    pub admin_url: String,
+    /// The production database (the default branch's data): branches are copies of it.
+    pub database: String,
+    /// The role Neon would have: `role_name` must name it.
+    pub role: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub id: String,
+    pub branch_id: String,
+    pub kind: String,
+    pub host: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Job {
+    Create { db: String, template: String },
+    Drop { db: String },
+}
+
+impl FakeNeon {
+    /// Wires the real PostgreSQL in as the computes of new branches with endpoints.
+    pub fn with_compute(&self, admin_url: &str, database: &str, role: &str) {
+        self.with(|st| {
+            st.compute = Some(Compute {
+                admin_url: admin_url.into(),
+                database: database.into(),
+                role: role.into(),
+            })
+        });
+    }
+
+    /// The database standing in for a branch's compute, while the branch exists.
+    pub fn compute_db(&self, branch_id: &str) -> Option<String> {
+        self.with(|st| st.compute_dbs.get(branch_id).cloned())
+    }
+
+    /// The endpoints of the branches that exist.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        self.with(|st| st.endpoints.clone())
+    }
+
+    /// Moves a branch's `expires_at` into the past and runs Neon's background deletion.
+    pub fn expire_now(&self, branch_id: &str) {
+        let (jobs, compute) = self.with(|st| {
+            if let Some(at) = st.expiry.get_mut(branch_id) {
+                *at = now_secs() - 1;
+            }
+            expire(st);
+            (std::mem::take(&mut st.jobs), st.compute.clone())
+        });
+        if let Some(c) = compute
+            && !jobs.is_empty()
+            && let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        {
+            rt.block_on(execute(&c.admin_url, &jobs));
+        }
+    }
+
+    fn drop_computes(&self) {
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
+        let (Some(c), dbs) = (st.compute.clone(), std::mem::take(&mut st.compute_dbs)) else {
+            return;
+        };
+        drop(st);
+        if dbs.is_empty() {
+            return;
+        }
+        let jobs: Vec<Job> = dbs.into_values().map(|db| Job::Drop { db }).collect();
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            rt.block_on(execute(&c.admin_url, &jobs));
+        }
+    }
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Days since 1970-01-01 of a civil date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// RFC 3339 with a required zone (`Z` or `±HH:MM`), as Neon demands of `expires_at`;
+/// seconds since the epoch.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        if t.bytes().all(|c| c.is_ascii_digit()) {
+            t.parse().ok()
+        } else {
+            None
+        }
+    };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let mut i = 19;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+    }
+    let offset = match b.get(i)? {
+        b'Z' | b'z' if i + 1 == b.len() => 0,
+        c @ (b'+' | b'-') if i + 6 == b.len() && b[i + 3] == b':' => {
+            let off = num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60;
+            if *c == b'+' { off } else { -off }
+        }
+        _ => return None,
+    };
+    Some(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se - offset)
+}
+
+/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn rfc3339(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Neon's rules for `expires_at` (docs: "Branch expiration"): RFC 3339 with a zone, in the
+/// future, at most 30 days ahead; not on a protected branch; not under an expiring parent.
+fn check_expiry(st: &State, text: &str, parent: &str, branch: &Value) -> Result<i64, String> {
+    let at = parse_rfc3339(text).ok_or_else(|| {
+        format!("expires_at `{text}` must be an RFC 3339 timestamp with a time zone")
+    })?;
+    let now = now_secs();
+    if at <= now {
+        return Err("expires_at must be in the future".into());
+    }
+    if at > now + 30 * 86_400 {
+        return Err("expires_at must be at most 30 days in the future".into());
+    }
+    if branch.get("protected").and_then(Value::as_bool) == Some(true) {
+        return Err("a protected branch cannot have an expiration".into());
+    }
+    if st.expiry.contains_key(parent) {
+        return Err("cannot create a branch from a branch that expires".into());
+    }
+    Ok(at)
+}
+
+fn add_endpoints(
+    st: &mut State,
+    branch_id: &str,
+    requested: Option<&Value>,
+    parent: &str,
+) -> Vec<Value> {
+    let mut out = Vec::new();
+    for e in requested.and_then(Value::as_array).into_iter().flatten() {
+        let n = st.id("ep-fake");
+        let ep = Endpoint {
+            host: format!("{n}.us-east-2.aws.neon.tech"),
+            id: n,
+            branch_id: branch_id.into(),
+            kind: e["type"].as_str().unwrap_or("read_write").into(),
+        };
+        out.push(json!({
+            "id": ep.id,
+            "host": ep.host,
+            "branch_id": ep.branch_id,
+            "type": ep.kind,
+            "current_state": "init",
+        }));
+        st.endpoints.push(ep);
+    }
+    // A compute holding a copy of the parent's data, when a real server is wired in and
+    // the parent is production (the database the test created).
+    if !out.is_empty()
+        && let Some(c) = st.compute.clone()
+        && st.branches.iter().any(|b| b.id == parent && b.default)
+    {
+        let db = format!("{}_{}", c.database, branch_id.replace('-', "_"));
+        st.compute_dbs.insert(branch_id.into(), db.clone());
+        st.jobs.push(Job::Create {
+            db,
+            template: c.database.clone(),
+        });
+    }
+    out
+}
+
+fn endpoint_json(st: &State, e: &Endpoint) -> Value {
+    let starting = st.operations.iter().any(|o| {
+        o.branch_id == e.branch_id && o.action == "start_compute" && {
+            let s = o.status();
+            s == "scheduling" || s == "running"
+        }
+    });
+    json!({
+        "id": e.id,
+        "host": e.host,
+        "branch_id": e.branch_id,
+        "project_id": PROJECT,
+        "type": e.kind,
+        "current_state": if starting { "init" } else { "active" },
+        "region_id": "aws-us-east-2",
+    })
+}
+
+fn list_endpoints(st: &State, branch_id: &str, rid: &str) -> Response {
+    if !st.branches.iter().any(|b| b.id == branch_id) {
+        return error(404, "", &format!("branch {branch_id} not found"), rid);
+    }
+    let eps: Vec<Value> = st
+        .endpoints
+        .iter()
+        .filter(|e| e.branch_id == branch_id)
+        .map(|e| endpoint_json(st, e))
+        .collect();
+    ok(200, json!({ "endpoints": eps }))
+}
+
+/// `GET /projects/{id}/connection_uri?branch_id&endpoint_id&database_name&role_name&pooled`.
+fn connection_uri(st: &State, query: &str, rid: &str) -> Response {
+    let q = |k: &str| query_param(query, k);
+    let (Some(database), Some(role)) = (q("database_name"), q("role_name")) else {
+        return error(400, "", "database_name and role_name are required", rid);
+    };
+    let branch_id = q("branch_id").unwrap_or_else(|| MAIN_ID.to_string());
+    if !st.branches.iter().any(|b| b.id == branch_id) {
+        return error(404, "", &format!("branch {branch_id} not found"), rid);
+    }
+    let endpoint = st.endpoints.iter().find(|e| {
+        e.branch_id == branch_id
+            && q("endpoint_id").is_none_or(|id| id == e.id)
+            && e.kind == "read_write"
+    });
+    let Some(endpoint) = endpoint else {
+        return error(
+            404,
+            "",
+            &format!("branch {branch_id} has no read_write endpoint"),
+            rid,
+        );
+    };
+    let Some(c) = &st.compute else {
+        return error(
+            500,
+            "",
+            "the fake has no compute wired in (with_compute)",
+            rid,
+        );
+    };
+    if database != c.database {
+        return error(404, "", &format!("database {database} not found"), rid);
+    }
+    if role != c.role {
+        return error(404, "", &format!("role {role} not found"), rid);
+    }
+    if q("pooled").as_deref() == Some("true") {
+        // What Neon answers: the pooler's host, which nobody may migrate through.
+        let host = endpoint
+            .host
+            .replacen(&endpoint.id, &format!("{}-pooler", endpoint.id), 1);
+        return ok(
+            200,
+            json!({ "uri": format!("postgresql://{role}:{BRANCH_PASSWORD}@{host}/{database}?sslmode=require&channel_binding=require") }),
+        );
+    }
+    let Some(db) = st.compute_dbs.get(&branch_id) else {
+        return error(
+            404,
+            "",
+            "the branch's compute has no data (not a branch of production)",
+            rid,
+        );
+    };
+    let mut u = url::Url::parse(&c.admin_url).unwrap();
+    u.set_username(&role).unwrap();
+    u.set_password(Some(BRANCH_PASSWORD)).unwrap();
+    u.set_path(&format!("/{db}"));
+    u.query_pairs_mut()
+        .append_pair("channel_binding", "require");
+    ok(200, json!({ "uri": u.to_string() }))
+}
+
+/// The branch's compute and endpoints go with it.
+fn forget(st: &mut State, branch_id: &str) {
+    st.endpoints.retain(|e| e.branch_id != branch_id);
+    st.expiry.remove(branch_id);
+    if let Some(db) = st.compute_dbs.remove(branch_id) {
+        st.jobs.push(Job::Drop { db });
+    }
+}
+
+/// Deletes every branch whose `expires_at` has passed (Neon's background process).
+fn expire(st: &mut State) {
+    let now = now_secs();
+    let gone: Vec<String> = st
+        .expiry
+        .iter()
+        .filter(|(_, at)| **at <= now)
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in gone {
+        st.branches.retain(|b| b.id != id);
+        forget(st, &id);
+    }
+}
+
+async fn run_jobs(shared: &Shared, jobs: Vec<Job>) {
+    if jobs.is_empty() {
+        return;
+    }
+    let Some(c) = shared.lock().unwrap().compute.clone() else {
+        return;
+    };
+    execute(&c.admin_url, &jobs).await;
+}
+
+async fn execute(admin_url: &str, jobs: &[Job]) {
+    use sqlx::Connection;
+    let mut conn = match sqlx::PgConnection::connect(admin_url).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fake Neon: cannot reach the compute server: {e}");
+            return;
+        }
+    };
+    for job in jobs {
+        let sql = match job {
+            Job::Create { db, template } => {
+                format!("CREATE DATABASE \"{db}\" TEMPLATE \"{template}\"")
+            }
+            Job::Drop { db } => format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"),
+        };
+        if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
+            .execute(&mut conn)
+            .await
+        {
+            eprintln!("fake Neon: `{sql}` failed: {e}");
+        }
+    }
+    let _ = conn.close().await;
 }
