@@ -400,8 +400,12 @@ async fn run_batch(
             )
             .await;
         }
-        // The failed transaction is still open (aborted): end it before asking anything.
-        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+        // The failed transaction is still open (aborted): end it before asking anything,
+        // then flush the asynchronous COMMITs before them with one synchronous one, so what
+        // is reported as applied is on disk.
+        let _ = sqlx::raw_sql("ROLLBACK; BEGIN; SELECT txid_current(); COMMIT;")
+            .execute(&mut *conn)
+            .await;
         // The ledger, not the stream, says which files committed (a COMMIT itself can fail).
         let committed = committed_of(ctx, conn, &files[from..end]).await?;
         for (name, ms) in committed_rows.iter().filter(|(n, _)| committed.contains(n)) {
@@ -590,8 +594,16 @@ fn build_batch(ctx: &Ctx<'_>, files: &[&Migration], unlock: Option<i64>) -> (Str
         push(
             &mut sql,
             &format!(
-                "BEGIN;\nSELECT set_config('flightplan.t0', clock_timestamp()::text, true);\n{}{}",
+                "BEGIN;\nSELECT set_config('flightplan.t0', clock_timestamp()::text, true);\n{}{}{}",
                 ctx.settings_sql("LOCAL "),
+                // One WAL flush per batch, not per file: every COMMIT but the last is
+                // asynchronous, and the last one's flush makes all of them durable. A server
+                // crash in between loses whole files with their ledger rows, never half of one.
+                if index + 1 < files.len() {
+                    "SET LOCAL synchronous_commit = off;\n"
+                } else {
+                    ""
+                },
                 ctx.clear_retry_sql(m)
             ),
             &mut chars,

@@ -46,6 +46,8 @@ pub struct Ledger {
     /// `search_path` cannot redirect ledger writes.
     pub qualified: String,
     pub rows: Vec<Row>,
+    /// Key → first row with it, built on first lookup (the rows do not change after reading).
+    index: std::sync::OnceLock<std::collections::HashMap<Key, usize>>,
 }
 
 impl Ledger {
@@ -88,6 +90,7 @@ impl Ledger {
             columns: Vec::new(),
             qualified: quote_ident(name),
             rows: Vec::new(),
+            index: Default::default(),
         };
         let mut stream = sqlx::raw_sql(AssertSqlSafe(sql)).fetch_many(&mut *conn);
         loop {
@@ -133,7 +136,14 @@ impl Ledger {
     }
 
     pub fn row(&self, key: &Key) -> Option<&Row> {
-        self.rows.iter().find(|r| &r.key == key)
+        let index = self.index.get_or_init(|| {
+            let mut m = std::collections::HashMap::with_capacity(self.rows.len());
+            for (i, r) in self.rows.iter().enumerate() {
+                m.entry(r.key.clone()).or_insert(i);
+            }
+            m
+        });
+        index.get(key).map(|&i| &self.rows[i])
     }
 }
 

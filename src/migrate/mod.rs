@@ -56,8 +56,13 @@ impl Status {
     pub fn of(source: &Source, ledger: &Ledger) -> Status {
         let mut st = Status::default();
         let last_applied = ledger.rows.iter().map(|r| &r.key).max();
+        // Indexed once: a 10,000-row ledger against 10,000 files must not be quadratic.
+        let rows: std::collections::HashMap<&layout::Key, &ledger::Row> =
+            ledger.rows.iter().rev().map(|r| (&r.key, r)).collect();
+        let files: std::collections::HashSet<&layout::Key> =
+            source.migrations.iter().map(|m| &m.key).collect();
         for m in &source.migrations {
-            match ledger.row(&m.key) {
+            match rows.get(&m.key).copied() {
                 None => {
                     st.pending.push(json!({
                         "filename": m.filename,
@@ -98,7 +103,7 @@ impl Status {
             }
         }
         for r in &ledger.rows {
-            if source.by_key(&r.key).is_none() {
+            if !files.contains(&r.key) {
                 if r.status == RowStatus::Applied {
                     st.missing
                         .push(json!({ "filename": r.name, "executed_at": r.executed_at }));
