@@ -21,7 +21,13 @@ impl Utc {
 
     pub fn at(t: SystemTime) -> Utc {
         let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let secs = d.as_secs() as i64;
+        let mut u = Utc::from_unix(d.as_secs() as i64);
+        u.millis = d.subsec_millis();
+        u
+    }
+
+    /// Seconds since the epoch (negative before it).
+    pub fn from_unix(secs: i64) -> Utc {
         let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
         // Howard Hinnant's days-to-civil algorithm.
         let z = days + 719_468;
@@ -40,7 +46,7 @@ impl Utc {
             hour: (rem / 3600) as u32,
             minute: (rem % 3600 / 60) as u32,
             second: (rem % 60) as u32,
-            millis: d.subsec_millis(),
+            millis: 0,
         }
     }
 
