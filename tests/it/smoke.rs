@@ -1,14 +1,7 @@
 //! `flightplan smoke` against HTTP servers on 127.0.0.1 that behave as each test needs, and
 //! against the worked example's app on a database built by the example migrations.
 
-mod common;
-
-/// The example app, compiled into this test: examples have no `CARGO_BIN_EXE_*`, and running
-/// `cargo run --example` from a test would wait on the build lock of whoever else is building.
-/// The test calls the same `AppConfig::from_env` and `app` that its `main` calls.
-#[path = "../examples/secure2send_app.rs"]
-#[allow(dead_code)]
-mod secure2send_app;
+use crate::support::{db, secure2send_app};
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -23,7 +16,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use common::{Run, TestDb};
+use crate::support::db::{Run, TestDb};
 
 /// An axum app served on its own thread and runtime, stopped when dropped.
 struct Server {
@@ -765,7 +758,7 @@ fn example_app(db: &TestDb, email: &str, password: &str, mfa: bool) -> Server {
 #[test]
 fn example_app_passes_health_login_and_user() {
     let db = TestDb::new();
-    common::copy_example(&db);
+    db::copy_example(&db);
     db.migrate("apply", &[]).expect(0);
 
     let app = example_app(&db, "smoke@secure2send.test", "example-smoke-pw-1", false);
@@ -853,8 +846,8 @@ expect_json = { role = "client", mfa_enabled = false }
 
     // The health check answers 503 once the database is gone.
     query_terminate(&db);
-    common::query_url(
-        &common::admin_url(),
+    db::query_url(
+        &db::admin_url(),
         &format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", db.name),
     );
     query_terminate(&db);
@@ -866,15 +859,15 @@ expect_json = { role = "client", mfa_enabled = false }
     );
     run.expect(1);
     assert_eq!(doc["checks"][0]["status"], 503, "{doc}");
-    common::query_url(
-        &common::admin_url(),
+    db::query_url(
+        &db::admin_url(),
         &format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", db.name),
     );
 }
 
 fn query_terminate(db: &TestDb) {
-    common::query_url(
-        &common::admin_url(),
+    db::query_url(
+        &db::admin_url(),
         &format!(
             "SELECT pg_terminate_backend(pid)::text FROM pg_stat_activity WHERE datname = '{}'",
             db.name

@@ -2,13 +2,11 @@
 //! the env file, the worked example, the Fly secrets audit against a fake Machines API,
 //! and a canary run proving no secret (nor its first or last 8 characters) is ever printed.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::support::fly_secrets::FakeFly;
 use serde_json::Value;
-use support::fake_fly::FakeFly;
 
 const EXAMPLE_CONFIG: &str = "examples/secure2send/flightplan.toml";
 const EXAMPLE_SAMPLE: &str = "examples/secure2send/production.env.sample";

@@ -4,11 +4,9 @@
 //! hostile but are valid (BOMs, CRLF, odd file names, a 50 MB file, encoded passwords):
 //! they must apply exactly.
 
-mod common;
-
 use std::path::Path;
 
-use common::{Run, TestDb};
+use crate::support::db::{Run, TestDb};
 
 const DB_PASSWORD: &str = "canaryInputPwYYYY";
 

@@ -2,15 +2,12 @@
 //! fake of the Machines API on 127.0.0.1 (tests/support_fly), the `command` provider with
 //! real shell commands, and `--restore-backup` with pg_dump on the real PostgreSQL.
 
-mod common;
-mod support_fly;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{Run, TestDb};
+use crate::support::db::{Run, TestDb};
+use crate::support::fly::{FakeMachines, OUR_OWNER, Recorded, app_config};
 use serde_json::{Value, json};
-use support_fly::{FakeMachines, OUR_OWNER, Recorded, app_config};
 
 const APP: &str = "secure2send";
 const V1: &str = "registry.fly.io/secure2send:deployment-01V1";

@@ -3,24 +3,8 @@
 //! example's app: success, a re-run updating the same comment, a failing migration, a failing
 //! smoke test rolled back, a dry run, and no secret anywhere.
 
-mod common;
-#[path = "support_fly/mod.rs"]
-mod support_fly;
-#[path = "support_github/mod.rs"]
-mod support_github;
-#[path = "support_neon/mod.rs"]
-mod support_neon;
-
-/// The example app, compiled in (examples have no `CARGO_BIN_EXE_*`).
-#[path = "../examples/secure2send_app.rs"]
-#[allow(dead_code)]
-mod secure2send_app;
-
-#[path = "support_world/mod.rs"]
-mod support_world;
-
-use common::Run;
-use support_world::*;
+use crate::support::db::Run;
+use crate::support::world::*;
 
 #[test]
 fn a_successful_run_reports_everywhere_and_a_second_run_updates_the_same_comment() {

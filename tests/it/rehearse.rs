@@ -8,20 +8,16 @@
 //! --keep until it expires; the PR comment updated in place; the pg_dump path; a fork's
 //! pull request without secrets; and no secret anywhere.
 
-mod common;
-#[path = "support_github/mod.rs"]
-mod support_github;
-#[path = "support_neon/mod.rs"]
-mod support_neon;
+use crate::support::{db, github, neon};
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Run, TestDb};
+use crate::support::db::{Run, TestDb};
+use crate::support::github::FakeGitHub;
+use crate::support::neon::{BRANCH_PASSWORD, FakeNeon, MAIN_ID};
 use serde_json::Value;
-use support_github::FakeGitHub;
-use support_neon::{BRANCH_PASSWORD, FakeNeon, MAIN_ID};
 
 const REPO: &str = "acme/secure2send";
 const SHA: &str = "4c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d";
@@ -45,7 +41,7 @@ impl World {
     /// `config` (after the common part) as flightplan.toml in the checkout.
     fn new(config: &str) -> World {
         let db = TestDb::new();
-        let names = common::copy_example(&db);
+        let names = db::copy_example(&db);
         for late in &names[21..] {
             std::fs::rename(db.migrations().join(late), db.dir.path().join(late)).unwrap();
         }
@@ -55,7 +51,7 @@ impl World {
         }
         let neon = FakeNeon::start();
         let user = url::Url::parse(&db.url).unwrap().username().to_string();
-        neon.with_compute(&common::admin_url(), &db.name, &user);
+        neon.with_compute(&db::admin_url(), &db.name, &user);
         let github = FakeGitHub::start(REPO, GITHUB_TOKEN);
         std::fs::write(
             db.dir.path().join("flightplan.toml"),
@@ -99,8 +95,8 @@ impl World {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("DATABASE_URL", self.db_url())
             .env("NEON_API_URL", &self.neon.url)
-            .env("NEON_API_KEY", support_neon::KEY)
-            .env("NEON_PROJECT_ID", support_neon::PROJECT)
+            .env("NEON_API_KEY", neon::KEY)
+            .env("NEON_PROJECT_ID", neon::PROJECT)
             .env("GITHUB_ACTIONS", "true")
             .env("GITHUB_REPOSITORY", REPO)
             .env("GITHUB_SHA", SHA)
@@ -131,7 +127,7 @@ impl World {
             .expect("the JSON log is written")
     }
 
-    fn comments(&self, marker: &str) -> Vec<support_github::Comment> {
+    fn comments(&self, marker: &str) -> Vec<github::Comment> {
         self.github
             .comments(PR)
             .into_iter()
@@ -150,8 +146,8 @@ impl World {
 
     /// Databases standing in for branch computes that still exist on the server.
     fn compute_databases(&self) -> Vec<String> {
-        common::query_url(
-            &common::admin_url(),
+        db::query_url(
+            &db::admin_url(),
             &format!(
                 "SELECT datname::text FROM pg_database WHERE datname LIKE '{}\\_br\\_%'",
                 self.db.name
@@ -213,12 +209,7 @@ impl World {
 
 #[track_caller]
 fn assert_no_secrets(all: &str) {
-    for secret in [
-        GITHUB_TOKEN,
-        DB_PASSWORD,
-        BRANCH_PASSWORD,
-        support_neon::KEY,
-    ] {
+    for secret in [GITHUB_TOKEN, DB_PASSWORD, BRANCH_PASSWORD, neon::KEY] {
         for probe in [secret, &secret[..10], &secret[secret.len() - 10..]] {
             assert!(!all.contains(probe), "secret fragment `{probe}` leaked");
         }
@@ -300,7 +291,7 @@ fn a_passing_rehearsal_reports_timings_locks_and_warnings_and_deletes_the_branch
         name.starts_with(&format!("flightplan/rehearse/pr-{PR}-")),
         "{name}"
     );
-    let expires = support_neon::parse_rfc3339(body["branch"]["expires_at"].as_str().unwrap())
+    let expires = neon::parse_rfc3339(body["branch"]["expires_at"].as_str().unwrap())
         .expect("expires_at is RFC 3339 with a zone");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -462,8 +453,8 @@ fn sigterm_mid_migration_still_deletes_the_branch() {
     let started = Instant::now();
     let like = format!("{}\\_br\\_%", w.db.name);
     loop {
-        let n = common::query_url(
-            &common::admin_url(),
+        let n = db::query_url(
+            &db::admin_url(),
             &format!(
                 "SELECT count(*)::text FROM pg_stat_activity WHERE datname LIKE '{like}' AND wait_event = 'PgSleep'"
             ),
@@ -519,7 +510,7 @@ fn sigterm_mid_migration_still_deletes_the_branch() {
 fn an_api_error_after_the_branch_exists_still_deletes_it() {
     let w = World::neon();
     w.neon
-        .inject(support_neon::Fault::new("GET", "/connection_uri", 500, 1));
+        .inject(neon::Fault::new("GET", "/connection_uri", 500, 1));
     let run = w.run(&["--format", "json"]);
     run.expect(1);
     let json = run.json();
@@ -616,7 +607,7 @@ fn keep_leaves_the_branch_until_it_expires() {
         1,
         "its compute still has the data"
     );
-    let expires = support_neon::parse_rfc3339(
+    let expires = neon::parse_rfc3339(
         w.neon.sent("POST", "/branches")[0].body.as_ref().unwrap()["branch"]["expires_at"]
             .as_str()
             .unwrap(),
@@ -644,8 +635,8 @@ fn the_pg_dump_path_rehearses_on_a_scratch_database_dropped_afterwards() {
     );
     let before = w.schema();
     let scratch_dbs = || {
-        common::query_url(
-            &common::admin_url(),
+        db::query_url(
+            &db::admin_url(),
             "SELECT count(*)::text FROM pg_database WHERE datname LIKE 'flightplan\\_rehearse\\_%'",
         )[0][0]
             .clone()

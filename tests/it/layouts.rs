@@ -1,9 +1,7 @@
 //! `migrate` with `layout = "drizzle"` and `layout = "sqlx"` against the real PostgreSQL: the
 //! original tools' folders read their way, and their tracking tables written as they write them.
 
-mod common;
-
-use common::{Run, TestDb};
+use crate::support::db::{Run, TestDb};
 use sha2::{Digest, Sha256, Sha384};
 
 fn sha256_hex(text: &str) -> String {

@@ -5,29 +5,13 @@
 //! (branches, machines and their images, leases, comments, deployments), the JSON log and
 //! the outputs, that no canary secret leaked anywhere, and that the next run completes.
 
-mod common;
-#[path = "support_fly/mod.rs"]
-mod support_fly;
-#[path = "support_github/mod.rs"]
-mod support_github;
-#[path = "support_neon/mod.rs"]
-mod support_neon;
-
-/// The example app, compiled in (examples have no `CARGO_BIN_EXE_*`).
-#[path = "../examples/secure2send_app.rs"]
-#[allow(dead_code)]
-mod secure2send_app;
-
-#[path = "support_world/mod.rs"]
-mod support_world;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Run;
+use crate::support::db::Run;
+use crate::support::world::*;
 use serde_json::Value;
-use support_world::*;
 
 fn signal(child: &Child, sig: &str) {
     let _ = Command::new("kill")

@@ -1,11 +1,11 @@
 //! `flightplan migrate` against the real PostgreSQL, through the built binary.
 
-mod common;
+use crate::support::db;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Run, TestDb, copy_example};
+use crate::support::db::{Run, TestDb, copy_example};
 
 #[test]
 fn fresh_apply_of_the_example_then_a_second_run_applies_nothing() {
@@ -475,7 +475,7 @@ fn a_lock_timeout_is_retried_from_the_failed_file() {
     // Another session holds ACCESS EXCLUSIVE on the table for ~1.5 s.
     let url = db.url.clone();
     let holder = std::thread::spawn(move || {
-        common::query_url(
+        db::query_url(
             &url,
             "BEGIN; LOCK TABLE busy IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(1.5); COMMIT;",
         );
@@ -506,7 +506,7 @@ fn a_lock_timeout_that_outlasts_the_retries_fails_with_55p03() {
     db.write("002_alter.sql", "ALTER TABLE busy ADD COLUMN note text;\n");
     let url = db.url.clone();
     let holder = std::thread::spawn(move || {
-        common::query_url(
+        db::query_url(
             &url,
             "BEGIN; LOCK TABLE busy IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(8); COMMIT;",
         );

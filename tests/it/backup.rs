@@ -1,16 +1,13 @@
 //! `flightplan backup` through the built binary: against a stateful fake of the Neon API
 //! v2 on 127.0.0.1, and with pg_dump on the real PostgreSQL.
 
-mod common;
-mod support_neon;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Run, TestDb};
+use crate::support::db::{Run, TestDb};
+use crate::support::neon::{FakeNeon, Fault, KEY, MAIN_ID, PROJECT};
 use serde_json::{Value, json};
-use support_neon::{FakeNeon, Fault, KEY, MAIN_ID, PROJECT};
 
 const SHA: &str = "1a2b3c4d5e6f708192a3b4c5d6e7f80912a3b4c5";
 

@@ -4,19 +4,18 @@
 //! with stateful fakes of the Neon, Fly and GitHub APIs on 127.0.0.1, the flightplan.toml
 //! that ties them together, and the canary secrets that must never leak.
 //!
-//! A test crate using it declares `common`, `support_fly`, `support_github`, `support_neon`
-//! and `secure2send_app` at its root (see tests/run.rs).
+//! Used by tests/it/run.rs and tests/it/faults_run.rs.
 #![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use crate::common::{self, Run, TestDb};
-use crate::secure2send_app;
-use crate::support_fly::FakeMachines;
-use crate::support_github::{self, FakeGitHub};
-use crate::support_neon::{self, FakeNeon};
+use crate::support::db::{self, Run, TestDb};
+use crate::support::fly::FakeMachines;
+use crate::support::github::{self, FakeGitHub};
+use crate::support::neon::{self, FakeNeon};
+use crate::support::secure2send_app;
 use serde_json::Value;
 
 pub const APP: &str = "secure2send";
@@ -63,7 +62,7 @@ impl World {
     /// As `new`, with lines added to `[deploy]` (e.g. `lease_ttl = "2s"`).
     pub fn build(deploy_extra: &str, extra_config: &str) -> World {
         let db = TestDb::new();
-        let names = common::copy_example(&db);
+        let names = db::copy_example(&db);
         for late in &names[21..] {
             std::fs::rename(db.migrations().join(late), db.dir.path().join(late)).unwrap();
         }
@@ -164,8 +163,8 @@ expect_status = 200
             .env("SESSION_SECRET", SESSION_SECRET)
             .env("NODE_ENV", "production")
             .env("NEON_API_URL", &self.neon.url)
-            .env("NEON_API_KEY", support_neon::KEY)
-            .env("NEON_PROJECT_ID", support_neon::PROJECT)
+            .env("NEON_API_KEY", neon::KEY)
+            .env("NEON_PROJECT_ID", neon::PROJECT)
             .env("FLY_API_URL", &self.fly.url)
             .env("FLY_API_TOKEN", FLY_TOKEN)
             .env("SMOKE_USER_EMAIL", SMOKE_EMAIL)
@@ -259,7 +258,7 @@ pub fn assert_no_secrets(all: &str) {
         SESSION_SECRET,
         DB_PASSWORD,
         SMOKE_PASSWORD,
-        support_neon::KEY,
+        neon::KEY,
     ] {
         for probe in [secret, &secret[..8], &secret[secret.len() - 8..]] {
             assert!(!all.contains(probe), "secret fragment `{probe}` leaked");
@@ -308,7 +307,7 @@ pub fn serve_example(db: &TestDb) -> (String, AppServer) {
     (base, AppServer(stop))
 }
 
-pub fn flightplan_comments(w: &World) -> Vec<support_github::Comment> {
+pub fn flightplan_comments(w: &World) -> Vec<github::Comment> {
     w.github
         .comments(MERGED_PR)
         .into_iter()

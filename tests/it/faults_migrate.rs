@@ -6,15 +6,13 @@
 //!
 //! Figures are printed with `--nocapture` (`FAULTS:` lines) for docs/GUARANTEES.md.
 
-mod common;
-#[path = "support_faults/mod.rs"]
-mod support_faults;
+use crate::support::db;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Run, TestDb};
-use support_faults::{Cut, Dir, Proxy, Rule};
+use crate::support::db::{Run, TestDb};
+use crate::support::faults::{Cut, Dir, Proxy, Rule};
 
 /// A password that must never be printed (trust auth accepts any).
 const DB_PASSWORD: &str = "canaryFaultsPwZZZZ";
@@ -321,7 +319,7 @@ fn a_runner_killed_while_waiting_for_the_lock_changes_nothing() {
     let holder = std::thread::spawn({
         let url = db.url.clone();
         move || {
-            common::query_url(
+            db::query_url(
                 &url,
                 &format!(
                     "SELECT pg_advisory_lock({}); SELECT pg_sleep(1.5)",
@@ -389,7 +387,7 @@ fn a_runner_that_cannot_get_the_lock_in_time_says_who_holds_it() {
     let holder = std::thread::spawn({
         let url = db.url.clone();
         move || {
-            common::query_url(
+            db::query_url(
                 &url,
                 &format!(
                     "SELECT pg_advisory_lock({}); SELECT pg_sleep(3)",

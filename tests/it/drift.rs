@@ -1,8 +1,8 @@
 //! `flightplan migrate drift` and `migrate adopt` against the real PostgreSQL.
 
-mod common;
+use crate::support::db;
 
-use common::{TestDb, copy_example};
+use crate::support::db::{TestDb, copy_example};
 
 #[test]
 fn a_clean_apply_has_no_drift_and_out_of_band_changes_are_each_found() {
@@ -86,8 +86,8 @@ fn a_clean_apply_has_no_drift_and_out_of_band_changes_are_each_found() {
 
 /// Scratch databases left behind by the flightplan process `pid`.
 fn scratch_databases_of(pid: u32) -> usize {
-    common::query_url(
-        &common::admin_url(),
+    db::query_url(
+        &db::admin_url(),
         &format!("SELECT count(*)::text FROM pg_database WHERE datname LIKE 'flightplan\\_scratch\\_{pid}\\_%'"),
     )[0][0]
         .as_deref()

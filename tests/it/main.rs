@@ -1,0 +1,19 @@
+//! flightplan's integration tests, in one binary (one link, one process to schedule, as
+//! ripgrep keeps them): the built `flightplan` spawned as a process against the real
+//! PostgreSQL and the stateful vendor fakes of `support`.
+
+mod support;
+
+mod backup;
+mod check_env;
+mod deploy;
+mod drift;
+mod faults_input;
+mod faults_migrate;
+mod faults_run;
+mod fuzz_regressions;
+mod layouts;
+mod migrate;
+mod rehearse;
+mod run;
+mod smoke;
