@@ -1,6 +1,9 @@
-//! Wall-clock time as UTC text (RFC 3339 and compact forms), without a time-zone database.
+//! Time: wall-clock UTC text (RFC 3339 and compact forms, without a time-zone database),
+//! and durations as people write them (`90s`, `5m`).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
 
 /// Civil date and time in UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,9 +70,64 @@ impl Utc {
     }
 }
 
+/// A duration as written in the file: `"90s"`, `"5m"`, or a bare number of seconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum DurationValue {
+    Seconds(u64),
+    Text(String),
+}
+
+impl DurationValue {
+    pub fn to_duration(&self) -> Result<Duration, String> {
+        match self {
+            DurationValue::Seconds(n) => Ok(Duration::from_secs(*n)),
+            DurationValue::Text(s) => parse_duration(s),
+        }
+    }
+}
+
+/// Parses `90s`, `5m`, `1h`, `250ms`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (use e.g. 90s, 5m, 1h, 500ms)"))?;
+    let secs = match unit.trim() {
+        "" | "s" | "sec" | "secs" => n,
+        "ms" => n / 1000.0,
+        "m" | "min" | "mins" => n * 60.0,
+        "h" => n * 3600.0,
+        other => {
+            return Err(format!(
+                "`{s}` has an unknown unit `{other}` (use ms, s, m or h)"
+            ));
+        }
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("`{s}` is not a valid duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("12").unwrap(), Duration::from_secs(12));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
     use std::time::Duration;
 
     #[test]

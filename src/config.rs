@@ -4,10 +4,10 @@
 //! default. Paths in the file are relative to the file's own directory.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::clock::{DurationValue, parse_duration};
 use crate::error::Error;
 
 /// The parsed file. Sections owned by commands not built yet are accepted as they are so
@@ -77,13 +77,6 @@ pub enum BackupProvider {
     None,
 }
 
-/// A duration as written in the file: `"90s"`, `"5m"`, or a bare number of seconds.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum DurationValue {
-    Seconds(u64),
-    Text(String),
-}
 
 /// The config file as loaded, with where it came from.
 #[derive(Debug, Default)]
@@ -209,56 +202,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// Parses `90s`, `5m`, `1h`, `250ms`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (use e.g. 90s, 5m, 1h, 500ms)"))?;
-    let secs = match unit.trim() {
-        "" | "s" | "sec" | "secs" => n,
-        "ms" => n / 1000.0,
-        "m" | "min" | "mins" => n * 60.0,
-        "h" => n * 3600.0,
-        other => {
-            return Err(format!(
-                "`{s}` has an unknown unit `{other}` (use ms, s, m or h)"
-            ));
-        }
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("`{s}` is not a valid duration"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
 
-impl DurationValue {
-    pub fn to_duration(&self) -> Result<Duration, String> {
-        match self {
-            DurationValue::Seconds(n) => Ok(Duration::from_secs(*n)),
-            DurationValue::Text(s) => parse_duration(s),
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("12").unwrap(), Duration::from_secs(12));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("").is_err());
-    }
 
     #[test]
     fn unknown_keys_are_reported_with_their_line() {

@@ -280,24 +280,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// The token without any leading `Bearer ` / `FlyV1 ` schemes (case-insensitive, repeated),
-/// as fly-go's `StripAuthorizationScheme` does.
-pub fn strip_scheme(token: &str) -> &str {
-    let mut t = token.trim();
-    while let Some((scheme, rest)) = t.split_once(' ') {
-        let scheme = scheme.trim();
-        if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("flyv1") {
-            t = rest.trim();
-        } else {
-            break;
-        }
-    }
-    // A scheme with nothing after it is no token at all.
-    if t.eq_ignore_ascii_case("bearer") || t.eq_ignore_ascii_case("flyv1") {
-        return "";
-    }
-    t
-}
+pub use crate::redact::strip_scheme;
 
 /// The `Authorization` header for a token, following fly-go's rule: macaroons (parts whose
 /// prefix before `_` is `fm1r`, `fm1a` or `fm2`) are sent as `FlyV1 m1,m2`; a token without

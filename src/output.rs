@@ -10,8 +10,14 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 
-use crate::cli::Format;
 use crate::error::Error;
+
+/// `--format`: text for people, or exactly one JSON document on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
 
 /// A command's result: `ok` decides exit 0 or 1; `json` holds the fields of the JSON
 /// document (without `ok`/`error`); `text` is what people read on stdout.

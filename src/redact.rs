@@ -82,7 +82,7 @@ impl Redactor {
     pub fn add(&mut self, value: &str) {
         let mut parts = vec![value.to_string(), value.trim().to_string()];
         parts.extend(url_password(value));
-        let stripped = crate::fly::strip_scheme(value);
+        let stripped = strip_scheme(value);
         if stripped != value.trim() {
             parts.push(stripped.to_string());
         }
@@ -209,6 +209,25 @@ fn percent_decode(s: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// The token without any leading `Bearer ` / `FlyV1 ` schemes (case-insensitive, repeated),
+/// as fly-go's `StripAuthorizationScheme` does.
+pub fn strip_scheme(token: &str) -> &str {
+    let mut t = token.trim();
+    while let Some((scheme, rest)) = t.split_once(' ') {
+        let scheme = scheme.trim();
+        if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("flyv1") {
+            t = rest.trim();
+        } else {
+            break;
+        }
+    }
+    // A scheme with nothing after it is no token at all.
+    if t.eq_ignore_ascii_case("bearer") || t.eq_ignore_ascii_case("flyv1") {
+        return "";
+    }
+    t
 }
 
 #[cfg(test)]
