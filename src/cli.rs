@@ -102,7 +102,8 @@ pub enum MigrateCommand {
 #[derive(Debug, Clone, Default, Args)]
 pub struct MigrateArgs {
     /// PostgreSQL URL of the database; use the direct URL, not a pooled one
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    /// [default: $DATABASE_URL]
+    #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
 
     /// Migrations directory [default: [migrate] dir, else "migrations"]
@@ -213,7 +214,8 @@ pub struct BackupArgs {
     pub branch: Option<String>,
 
     /// pg_dump: PostgreSQL URL of the database; use the direct URL, not a pooled one
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    /// [default: $DATABASE_URL]
+    #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
 
     /// pg_dump: the archive directory [default: [backup] dir, else "backups"]

@@ -28,8 +28,10 @@ pub struct File {
     pub smoke: crate::smoke::SmokeFile,
     #[serde(default)]
     pub watch: crate::smoke::WatchFile,
-    pub rollback: Option<toml::Table>,
-    pub report: Option<toml::Table>,
+    #[serde(default)]
+    pub rollback: RollbackFile,
+    #[serde(default)]
+    pub report: ReportFile,
     /// `[rehearse]`: validated by `rehearse` (see docs/rehearse.md).
     pub rehearse: Option<toml::Table>,
 }
@@ -77,6 +79,37 @@ pub enum BackupProvider {
     None,
 }
 
+/// `[report]`: where the deployment log goes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportFile {
+    /// Relative to the config file when set there; else `flightplan-log.json` in the workspace.
+    pub log: Option<PathBuf>,
+    pub summary: Option<PathBuf>,
+    pub pr_comment: bool,
+    pub github_deployment: bool,
+    pub environment: String,
+}
+
+impl Default for ReportFile {
+    fn default() -> Self {
+        ReportFile {
+            log: None,
+            summary: None,
+            pr_comment: true,
+            github_deployment: true,
+            environment: "production".into(),
+        }
+    }
+}
+
+/// `[rollback]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RollbackFile {
+    /// Restoring discards writes made since the backup: opt-in.
+    pub restore_database: bool,
+}
 
 /// The config file as loaded, with where it came from.
 #[derive(Debug, Default)]
@@ -201,8 +234,6 @@ fn edit_distance(a: &str, b: &str) -> usize {
     }
     prev[b.len()]
 }
-
-
 
 #[cfg(test)]
 mod tests {

@@ -107,6 +107,12 @@ impl DatabaseUrl {
         }
     }
 
+    /// The whole URL, password included: only for a child process's own settings (pg_dump
+    /// takes it apart again), never for text.
+    pub fn expose(&self) -> &str {
+        self.url.as_str()
+    }
+
     /// The database name, for messages.
     pub fn database(&self) -> &str {
         self.url.path().trim_start_matches('/')

@@ -1,77 +1,30 @@
-//! `run` and `rollback`: the runbook's phases in order, each recorded into the deployment
-//! log, and the log written everywhere people look, also when a step fails or the run is
-//! cancelled (SIGTERM/SIGINT, as a CI cancellation sends).
+//! `run` and `rollback`: their plans executed phase by phase, each phase's typed result
+//! recorded into the deployment log, and the log written everywhere people look, also
+//! when a step fails or the run is cancelled (SIGTERM/SIGINT, as a CI cancellation sends).
 
 use std::cell::RefCell;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
 use std::time::Instant;
 
-use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::cli::{BackupArgs, CheckEnvArgs, MigrateArgs, SmokeArgs};
 use crate::clock::Utc;
-use crate::config::Loaded;
+use crate::config::{Loaded, ReportFile};
+use crate::deploy::{Deployer, RestoreDb};
 use crate::error::Error;
 use crate::output::Outcome;
+use crate::plan::{Mode, Phase, Problems, RollbackPlan, RunPlan, RunPlanParts};
 use crate::redact::Redactor;
 use crate::report::github::{DeployState, GitHub};
 use crate::report::log::{
-    AppliedMigration, BackupRecord, Issue, SmokeRecord, Status, Step, StepStatus, WatchRecord,
+    AppliedMigration, BackupRecord, DriftRecord, Issue, PlannedFile, PlannedMachine, SmokeRecord,
+    Status, Step, StepStatus, WatchRecord,
 };
 use crate::report::{DeploymentLog, actions, markdown};
+use crate::settings::{ReportSettings, Sources};
 
 type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
-
-/// `[report]`: where the deployment log goes.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ReportFile {
-    /// Relative to the config file when set there; else `flightplan-log.json` in the workspace.
-    pub log: Option<PathBuf>,
-    pub summary: Option<PathBuf>,
-    pub pr_comment: bool,
-    pub github_deployment: bool,
-    pub environment: String,
-}
-
-impl Default for ReportFile {
-    fn default() -> Self {
-        ReportFile {
-            log: None,
-            summary: None,
-            pr_comment: true,
-            github_deployment: true,
-            environment: "production".into(),
-        }
-    }
-}
-
-/// `[rollback]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RollbackFile {
-    /// Restoring discards writes made since the backup: opt-in.
-    pub restore_database: bool,
-}
-
-pub(crate) fn section<T: for<'de> Deserialize<'de> + Default>(
-    loaded: &Loaded,
-    table: &Option<toml::Table>,
-    name: &str,
-) -> Result<T, Error> {
-    match table {
-        None => Ok(T::default()),
-        Some(t) => t.clone().try_into().map_err(|e: toml::de::Error| {
-            Error::usage(format!(
-                "[{name}]: {}",
-                crate::config::with_suggestion(e.message().trim_end())
-            ))
-            .file(loaded.describe(&format!("[{name}]")))
-        }),
-    }
-}
 
 /// The run's shared state: the log being filled in, and when the run started.
 pub(crate) struct Recorder {
@@ -82,6 +35,15 @@ pub(crate) struct Recorder {
 }
 
 impl Recorder {
+    fn new(log: DeploymentLog, redactor: Redactor) -> Rc<RefCell<Recorder>> {
+        Rc::new(RefCell::new(Recorder {
+            log,
+            t0: Instant::now(),
+            redactor,
+            current: None,
+        }))
+    }
+
     pub(crate) fn elapsed(&self) -> u64 {
         self.t0.elapsed().as_millis() as u64
     }
@@ -111,16 +73,22 @@ impl Recorder {
         });
     }
 
-    pub(crate) fn skip(&mut self, name: &str, why: &str) {
+    /// A step that did not run, with why: left out by the config, or a plan's "would".
+    pub(crate) fn note(&mut self, name: &str, status: StepStatus, why: &str) {
         let at = self.elapsed();
+        let summary = self.redactor.scrub(why);
         self.log.steps.push(Step {
             name: name.into(),
-            status: StepStatus::Skipped,
+            status,
             started_ms: at,
             duration_ms: 0,
-            summary: why.into(),
+            summary,
             details: Value::Null,
         });
+    }
+
+    pub(crate) fn skip(&mut self, name: &str, why: &str) {
+        self.note(name, StepStatus::Skipped, why);
     }
 
     pub(crate) fn issue(&mut self, step: &str, e: &Error) {
@@ -135,7 +103,7 @@ impl Recorder {
         });
     }
 
-    /// Ends the current step as failed with the error (or the outcome's error).
+    /// Ends the current step as failed with the error.
     pub(crate) fn fail(&mut self, e: &Error, details: Value) {
         let step = self
             .current
@@ -147,102 +115,52 @@ impl Recorder {
     }
 }
 
-/// The result of one phase command: ok, its JSON, and its error if any.
-pub(crate) fn split(result: Result<Outcome, Error>) -> (bool, Value, Option<Error>) {
-    match result {
-        Ok(o) => (o.ok && o.error.is_none(), Value::Object(o.json), o.error),
-        Err(e) => (false, Value::Null, Some(e)),
-    }
-}
+type State = Rc<RefCell<Recorder>>;
 
-/// Inputs of `run`, resolved.
-pub struct RunArgs {
-    pub image: Option<String>,
-    pub dry_run: bool,
-    /// The app's variables (already layered under the process environment by the caller);
-    /// passed on so the env check names the file as each value's source.
-    pub env_file: Option<PathBuf>,
-}
-
-/// `flightplan run`.
-pub async fn run(args: RunArgs, loaded: &Loaded, env: Env<'_>) -> Result<Outcome, Error> {
-    let report: ReportFile = section(loaded, &loaded.file.report, "report")?;
-    let rollback: RollbackFile = section(loaded, &loaded.file.rollback, "rollback")?;
-    let gha = env("GITHUB_ACTIONS").as_deref() == Some("true");
-    let mut redactor = Redactor::from_env(env);
-    for name in contract_secrets(loaded) {
-        if let Some(v) = env(&name) {
-            redactor.add(&v);
+/// `flightplan run`: `planned` is the resolved plan, or what stopped it.
+pub async fn run(
+    src: &Sources<'_>,
+    planned: Result<RunPlan, (Problems, Box<RunPlanParts>)>,
+) -> Result<Outcome, Error> {
+    let plan = match planned {
+        Ok(p) => p,
+        // A pull request from a fork gets no secrets from GitHub: plan what the config and
+        // the files say, and name the rest, instead of failing on what it was never given.
+        Err((problems, parts)) if src.pull_request_event() && src.var("DATABASE_URL").is_none() => {
+            crate::plan::without_secrets(src, &problems, &parts)
         }
-    }
+        Err((problems, parts)) => return Err(refused(src, problems, &parts)),
+    };
+    let gha = src.gha();
     // Every secret is masked before anything else is printed.
-    redactor.announce(gha);
+    plan.redactor.announce(gha);
 
-    let mut log = DeploymentLog::new("run", &report.environment, Utc::now().rfc3339());
-    log.dry_run = args.dry_run;
-    log.app = env("FLY_APP").or_else(|| loaded.file.app.clone());
-    log.app_url = env("APP_URL").or_else(|| loaded.file.app_url.clone());
-    log.image = args.image.clone();
-    fill_context(&mut log, env);
-    let state = Rc::new(RefCell::new(Recorder {
-        log,
-        t0: Instant::now(),
-        redactor,
-        current: None,
-    }));
+    let mut log = DeploymentLog::new("run", &plan.report.environment, Utc::now().rfc3339());
+    log.dry_run = plan.mode.plans_only();
+    log.app = plan.app.clone();
+    log.app_url = plan.app_url.clone();
+    log.image = plan.image.clone();
+    fill_context(&mut log, &src.lookup());
+    log.plan = Some(plan.record());
+    let state = Recorder::new(log, plan.redactor.clone());
 
-    let github = github_client(env, &report, args.dry_run);
+    // A dry run writes no comment and no Deployment; a pull request only its plan comment.
+    let github = match plan.mode {
+        Mode::DryRun => None,
+        Mode::PullRequest if !plan.report.pr_comment => None,
+        _ => client(&plan.report),
+    };
     let deployment: Rc<RefCell<Option<u64>>> = Rc::new(RefCell::new(None));
 
-    let phases = phases(
-        &args,
-        loaded,
-        env,
-        &state,
-        github.as_ref(),
-        &deployment,
-        &rollback,
-    );
     let interrupted = tokio::select! {
-        status = phases => { state.borrow_mut().log.status = status; false }
+        status = phases(src, &plan, &state, github.as_ref(), &deployment) => {
+            state.borrow_mut().log.status = status;
+            false
+        }
         _ = cancelled() => true,
     };
     if interrupted {
-        tracing::warn!("interrupted: writing the deployment log before exiting");
-        // Cancelled while machines were changing: say where each one is now, so a group left
-        // on mixed images is never reported without it (issue 8; before, the deploy step of
-        // an interrupted run had no details and the log could not tell mixed from not).
-        let step = state.borrow().current.as_ref().map(|c| c.0.clone());
-        let machines = match step.as_deref() {
-            Some("deploy" | "rollback") => machines_now(args.image.as_deref(), loaded, env).await,
-            _ => None,
-        };
-        let mut st = state.borrow_mut();
-        let mut where_now = String::new();
-        if st.current.is_some() {
-            let e = Error::failure("interrupted (SIGTERM/SIGINT) while this step ran");
-            let step = st.current.as_ref().map(|c| c.0.clone()).unwrap_or_default();
-            st.issue(&step, &e);
-            let (summary, details) = match machines {
-                Some(json) => {
-                    where_now = images_note(&json);
-                    (format!("interrupted: {where_now}"), json)
-                }
-                None => ("interrupted".to_string(), Value::Null),
-            };
-            st.end(StepStatus::Interrupted, summary, details);
-        }
-        st.log.status = Status::Failed;
-        st.log.resolution = Some(if where_now.is_empty() {
-            "the run was cancelled; a migration in flight was rolled back by the database, and machines already \
-             updated keep their new image (see the deploy step); run `flightplan run` again or `flightplan rollback`"
-                .into()
-        } else {
-            format!(
-                "the run was cancelled while machines were changing: {where_now}; run `flightplan run` again \
-                 (it finishes the rollout) or `flightplan rollback` (each machine back to its recorded previous image)"
-            )
-        });
+        on_interrupt(&state, plan.deploy.as_run(), plan.image.as_deref()).await;
     }
     let mut log = {
         let mut st = state.borrow_mut();
@@ -250,295 +168,337 @@ pub async fn run(args: RunArgs, loaded: &Loaded, env: Env<'_>) -> Result<Outcome
         st.log.duration_ms = st.elapsed();
         st.log.clone()
     };
-    let redactor = state.borrow().redactor.clone();
     let deployment = *deployment.borrow();
     publish(
         &mut log,
-        loaded,
-        &report,
+        &plan.report,
         github.as_ref(),
         deployment,
-        env,
-        &redactor,
+        &plan.redactor,
     )
     .await;
     Ok(outcome(&log))
 }
 
-/// `flightplan rollback`: the deploy module's rollback, recorded and reported like `run`
-/// (JSON log, summary, a GitHub Deployment of the image rolled to, outputs). No PR comment:
-/// a manual rollback belongs to no pull request.
-pub async fn rollback(
-    args: &crate::cli::RollbackArgs,
-    loaded: &Loaded,
-    env: Env<'_>,
-) -> Result<Outcome, Error> {
-    let mut report: ReportFile = section(loaded, &loaded.file.report, "report")?;
-    report.pr_comment = false;
-    let gha = env("GITHUB_ACTIONS").as_deref() == Some("true");
-    let redactor = Redactor::from_env(env);
-    redactor.announce(gha);
-    let mut log = DeploymentLog::new("rollback", &report.environment, Utc::now().rfc3339());
-    log.app = env("FLY_APP").or_else(|| loaded.file.app.clone());
-    log.app_url = env("APP_URL").or_else(|| loaded.file.app_url.clone());
-    log.image = args.image.clone();
-    fill_context(&mut log, env);
-    let state = Rc::new(RefCell::new(Recorder {
-        log,
-        t0: Instant::now(),
-        redactor,
-        current: None,
-    }));
-    let github = github_client(env, &report, false);
-    let deployment: Rc<RefCell<Option<u64>>> = Rc::new(RefCell::new(None));
-
-    state.borrow_mut().begin("rollback");
-    let result = crate::deploy::rollback(args, loaded, env).await;
-    // Refused before anything was contacted (exit 2): nothing happened, nothing to report.
-    if let Err(e) = &result
-        && e.kind == crate::error::Kind::Usage
-    {
-        return result;
-    }
-    if let Some(gh) = &github {
-        start_deployment(gh, &state, &deployment, env).await;
-    }
-    let deploy_text = result.as_ref().map(|o| o.text.clone()).unwrap_or_default();
-    let (ok, json, err) = split(result);
-    let deploy_json = json.clone();
+/// An incomplete plan: the summary and the log say what is missing (no PR comment, no
+/// Deployment: nothing started), and the error names every problem (exit 2).
+fn refused(src: &Sources<'_>, problems: Problems, parts: &RunPlanParts) -> Error {
+    let redactor = src.redactor();
+    redactor.announce(src.gha());
+    let report = parts
+        .report
+        .clone()
+        .unwrap_or_else(|| src.report_unchecked("flightplan-log.json"));
+    let mut log = DeploymentLog::new("run", &report.environment, Utc::now().rfc3339());
+    log.dry_run = parts.mode.plans_only();
+    log.app = parts.app.clone();
+    log.app_url = parts.app_url.clone();
+    log.image = parts.image.clone();
+    fill_context(&mut log, &src.lookup());
+    let state = Recorder::new(log, redactor.clone());
     {
         let mut st = state.borrow_mut();
-        if let Some(map) = json["previous_images"].as_object() {
-            st.log.previous_images = map
-                .iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect();
+        st.begin("plan");
+        for (phase, e) in problems.iter() {
+            st.issue(phase, e);
         }
-        if let Some(img) = json["image"].as_str() {
-            st.log.image = Some(img.to_string());
-        }
-        if ok {
-            let n = json["machines"].as_array().map_or(0, Vec::len);
-            st.end(StepStatus::Ok, format!("{n} machine(s) rolled back"), json);
-            st.log.status = Status::RolledBack;
-            st.log.resolution =
-                Some("manual rollback: every machine is on the image it was rolled to".into());
-        } else {
-            let e = err.unwrap_or_else(|| Error::failure("rollback failed"));
-            st.fail(&e, json);
-            st.log.status = Status::Failed;
-            st.log.resolution = Some("the rollback failed: check the machines (`flightplan deploy` / `rollback --image`)".into());
-        }
+        let n = problems.iter().count();
+        st.end(
+            StepStatus::Failed,
+            format!("the plan is incomplete: {n} problem(s)"),
+            Value::Null,
+        );
+        st.log.status = Status::Failed;
+        st.log.resolution = Some(
+            "stopped before any change: fix every problem listed and run again (nothing was backed up, migrated or deployed)".into(),
+        );
         st.log.finished_at = Some(Utc::now().rfc3339());
-        st.log.duration_ms = st.elapsed();
     }
     let mut log = state.borrow().log.clone();
-    let redactor = state.borrow().redactor.clone();
-    let deployment = *deployment.borrow();
-    publish(
-        &mut log,
-        loaded,
-        &report,
-        github.as_ref(),
-        deployment,
-        env,
-        &redactor,
-    )
-    .await;
-    // The command's own result stays what `deploy` documents (app, image, previous_images,
-    // machines, reverted), with the log's status and where it went added.
-    let mut out = outcome(&log);
-    if let Value::Object(mut fields) = deploy_json {
-        fields.extend(out.json);
-        out.json = fields;
+    write_summary_and_log(&mut log, &report, markdown::summary, &redactor);
+    let mut e = problems.into_error();
+    redactor.scrub_error(&mut e);
+    e
+}
+
+/// The GitHub client for the report targets, when they have one.
+fn client(report: &ReportSettings) -> Option<GitHub> {
+    let g = report.github.as_ref().ok()?;
+    if !report.pr_comment && !report.github_deployment {
+        return None;
     }
-    out.text = format!(
-        "{deploy_text}{}",
-        log.outputs
-            .iter()
-            .map(|o| format!("→ {o}\n"))
-            .collect::<String>()
-    );
-    if log.status == Status::RolledBack {
-        out.ok = true;
-        out.error = None;
+    match GitHub::new(&g.api_url, g.token.expose(), &g.repository) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!("GitHub reporting is off: {}", e.message);
+            None
+        }
     }
-    Ok(out)
 }
 
 /// The phases; returns the final status. Each records its step into the log.
 async fn phases(
-    args: &RunArgs,
-    loaded: &Loaded,
-    env: Env<'_>,
-    state: &Rc<RefCell<Recorder>>,
+    src: &Sources<'_>,
+    plan: &RunPlan,
+    state: &State,
     github: Option<&GitHub>,
     deployment: &Rc<RefCell<Option<u64>>>,
-    rollback: &RollbackFile,
 ) -> Status {
-    // A pull request from a fork gets no secrets from GitHub: without DATABASE_URL there is
-    // no live ledger to plan against. Say so and end as a dry run, instead of failing the
-    // env check on variables the run was never going to be given (issue 8).
-    if args.dry_run
-        && env("GITHUB_EVENT_NAME").is_some_and(|e| e.starts_with("pull_request"))
-        && env("DATABASE_URL").is_none_or(|v| v.trim().is_empty())
-    {
-        let note = "pull request from a fork (or without secrets): GitHub gives such runs no secrets, \
-                    so the environment check and the migration plan against the live database were skipped; \
-                    they run on the merge to main";
-        let mut st = state.borrow_mut();
-        for name in ["preflight", "backup", "migrate", "deploy", "smoke"] {
-            st.skip(name, note);
-        }
-        st.log.resolution = Some(note.into());
-        return Status::DryRun;
-    }
+    let plans_only = plan.mode.plans_only();
 
     // 1. preflight: nothing changes before it passes.
-    if loaded.file.env.is_some() {
-        state.borrow_mut().begin("preflight");
-        let (ok, json, err) = split(
-            crate::preflight::check_env(
-                &CheckEnvArgs {
-                    env_file: args.env_file.clone(),
-                    fly: false,
-                },
-                loaded,
-                env,
+    match &plan.preflight {
+        Phase::Run(c) => {
+            state.borrow_mut().begin("preflight");
+            let checked = crate::preflight::check(
+                &c.contract,
+                &c.contract_path,
+                None,
+                &|k| src.process_var(k),
+                src.env_file(),
+                plan.redactor.clone(),
+                false,
             )
-            .await,
-        );
-        let mut st = state.borrow_mut();
-        if !ok {
-            let e = err.unwrap_or_else(|| Error::failure(failed_checks(&json)));
-            st.fail(&e, json);
-            st.log.resolution =
-                Some("stopped before any change: fix the environment and run again".into());
-            return Status::Failed;
-        }
-        let n = json["checks"].as_array().map_or(0, Vec::len);
-        st.end(StepStatus::Ok, format!("{n} checks passed"), json);
-    } else {
-        state
-            .borrow_mut()
-            .skip("preflight", "no [env] contract in the config");
-    }
-
-    let migrate_args = MigrateArgs {
-        database_url: env("DATABASE_URL"),
-        ..Default::default()
-    };
-    let migrate_settings = match crate::migrate_settings(&migrate_args, loaded, env) {
-        Ok(s) => s,
-        Err(e) => {
+            .await;
+            let json = Value::Object(checked.to_outcome().json);
             let mut st = state.borrow_mut();
-            st.begin("migrate");
-            st.fail(&e, Value::Null);
-            return Status::Failed;
-        }
-    };
-
-    // Drift gate: production must still match its files before anything changes.
-    if loaded.file.migrate.drift_gate == Some(true) {
-        state.borrow_mut().begin("drift");
-        let (ok, json, err) = split(crate::migrate::drift(&migrate_settings).await);
-        let mut st = state.borrow_mut();
-        st.log.drift = serde_json::from_value(json["drift"].clone()).unwrap_or_default();
-        if !ok {
-            let e = err.unwrap_or_else(|| Error::failure("the database has drifted"));
-            st.fail(&e, json);
-            st.log.resolution = Some(
-                "stopped before any change: the schema differs from the migration files".into(),
+            if !checked.ok() {
+                let e = checked
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| Error::failure(checked.failure_message()));
+                st.fail(&e, json);
+                st.log.resolution =
+                    Some("stopped before any change: fix the environment and run again".into());
+                return Status::Failed;
+            }
+            st.end(
+                StepStatus::Ok,
+                format!("{} checks passed", checked.checks.len()),
+                json,
             );
-            return Status::Failed;
         }
-        st.end(StepStatus::Ok, "no drift", json);
+        Phase::Skip(why) => state.borrow_mut().skip("preflight", why),
     }
 
-    if args.dry_run {
-        state
-            .borrow_mut()
-            .skip("backup", "dry run: no backup taken");
-        state.borrow_mut().begin("migrate");
-        let (ok, json, err) = split(crate::migrate::plan(&migrate_settings).await);
+    // 2. The reads the plan needs, still before any change: the pending files from the
+    // live ledger, the machines and their batches, and the drift gate.
+    let Some(migrate) = &plan.migrate else {
         let mut st = state.borrow_mut();
-        st.log.migrations_pending = names(&json["pending"]);
-        if !ok {
-            let e = err.unwrap_or_else(|| Error::failure("migrate plan failed"));
-            st.fail(&e, json);
-            return Status::Failed;
+        for name in ["backup", "migrate", "deploy", "smoke"] {
+            st.skip(name, "not planned: a pull request without secrets (GitHub gives forks none); it runs on the merge to main");
         }
-        let n = st.log.migrations_pending.len();
-        st.end(
-            StepStatus::Ok,
-            format!("{n} pending (dry run: not applied)"),
-            json,
+        st.log.resolution = Some(
+            "a pull request from a fork (or without secrets): GitHub gives such runs no secrets, so the environment check and the plan against the live database were left out; they run on the merge to main".into(),
         );
-        st.skip("deploy", "dry run");
-        st.skip("smoke", "dry run");
         return Status::DryRun;
-    }
-
-    // The first change is about to happen: the GitHub Deployment starts now.
-    if let Some(gh) = github {
-        start_deployment(gh, state, deployment, env).await;
-    }
-
-    // 2. backup: nothing migrates without a verified backup.
-    let backup_args = BackupArgs {
-        database_url: env("DATABASE_URL"),
-        ..Default::default()
     };
-    state.borrow_mut().begin("backup");
-    let backup_settings = crate::backup::settings(&backup_args, loaded, env);
-    let taken = match backup_settings {
-        Ok(ref s) => crate::backup::take(s).await,
-        Err(e) => Err(e),
+    state.borrow_mut().begin("plan");
+    let pending = match crate::migrate::pending(migrate).await {
+        Ok(p) => p,
+        Err(e) => return stop_before_changes(state, &e),
     };
     {
         let mut st = state.borrow_mut();
-        match taken {
-            Ok(Some(b)) => {
-                let json = serde_json::to_value(&b).unwrap_or(Value::Null);
-                let id = json["id"].as_str().unwrap_or_default().to_string();
-                let provider = json["provider"].as_str().unwrap_or_default().to_string();
-                st.log.backup = Some(BackupRecord {
-                    provider: provider.clone(),
-                    id: id.clone(),
-                    name: json["name"].as_str().map(str::to_string),
-                });
-                st.end(StepStatus::Ok, format!("{provider} backup {id}"), json);
-            }
-            Ok(None) => st.end(
-                StepStatus::Ok,
-                "no backup: [backup] provider = \"none\"",
-                Value::Null,
+        st.log.migrations_pending = pending.files.iter().map(|f| f.filename.clone()).collect();
+        if let Some(p) = st.log.plan.as_mut() {
+            p.pending = Some(
+                pending
+                    .files
+                    .iter()
+                    .map(|f| PlannedFile {
+                        filename: f.filename.clone(),
+                        transaction: f.transaction,
+                        checksum: f.checksum.clone(),
+                    })
+                    .collect(),
+            );
+        }
+    }
+    if let Some(e) = &pending.blocker {
+        return stop_before_changes(state, e);
+    }
+    let mut batches = 0;
+    if let Phase::Run(deployer) = &plan.deploy {
+        let preview = deployer.preview(plan.image.as_deref()).await;
+        if let Some(e) = &preview.error {
+            return stop_before_changes(state, e);
+        }
+        batches = preview
+            .machines
+            .iter()
+            .filter_map(|m| m.batch)
+            .max()
+            .unwrap_or(0);
+        let mut st = state.borrow_mut();
+        if let Some(p) = st.log.plan.as_mut() {
+            p.machines = preview
+                .machines
+                .iter()
+                .map(|m| PlannedMachine {
+                    id: m.id.clone(),
+                    region: m.region.clone(),
+                    image: m.image.clone(),
+                    batch: m.batch,
+                })
+                .collect();
+        }
+    }
+    {
+        let mut st = state.borrow_mut();
+        let machines = st.log.plan.as_ref().map_or(0, |p| p.machines.len());
+        let summary = match &plan.deploy {
+            Phase::Run(_) => format!(
+                "{} pending file(s); {machines} machine(s), {batches} batch(es) to update",
+                pending.files.len()
             ),
+            Phase::Skip(_) => format!("{} pending file(s)", pending.files.len()),
+        };
+        let details = serde_json::to_value(&st.log.plan).unwrap_or(Value::Null);
+        st.end(StepStatus::Ok, summary, details);
+    }
+
+    // Drift gate: production must still match its files before anything changes.
+    if plan.drift_gate {
+        state.borrow_mut().begin("drift");
+        let result = crate::migrate::drift::compare(migrate).await;
+        let mut st = state.borrow_mut();
+        match result {
+            Ok((drift, compared)) => {
+                let json = Value::Object(crate::migrate::drift::outcome(&drift, compared).json);
+                st.log.drift = drift
+                    .iter()
+                    .map(|d| DriftRecord {
+                        kind: d.kind.clone(),
+                        object: d.object.clone(),
+                        expected: d.expected.clone(),
+                        actual: d.actual.clone(),
+                    })
+                    .collect();
+                if !drift.is_empty() {
+                    let e = Error::failure(format!(
+                        "the database has drifted from its migration files in {} place(s)",
+                        drift.len()
+                    ));
+                    st.fail(&e, json);
+                    st.log.resolution = Some(
+                        "stopped before any change: the schema differs from the migration files"
+                            .into(),
+                    );
+                    return Status::Failed;
+                }
+                st.end(StepStatus::Ok, "no drift", json);
+            }
             Err(e) => {
                 st.fail(&e, Value::Null);
-                st.log.resolution = Some("stopped before migrating: no verified backup".into());
+                st.log.resolution = Some("stopped before any change".into());
                 return Status::Failed;
             }
         }
     }
 
-    // 3. migrate: nothing deploys after a failed migration.
+    if plans_only {
+        let mut st = state.borrow_mut();
+        let would = |skip: Option<String>, yes: String| match skip {
+            Some(why) => format!("left out: {why}"),
+            None => yes,
+        };
+        st.note(
+            "backup",
+            StepStatus::Planned,
+            &would(
+                skip_reason_of(&plan.backup),
+                "would take a verified backup first".into(),
+            ),
+        );
+        st.note(
+            "migrate",
+            StepStatus::Planned,
+            &format!("would apply {} pending file(s)", pending.files.len()),
+        );
+        st.note(
+            "deploy",
+            StepStatus::Planned,
+            &would(
+                skip_reason_of(&plan.deploy),
+                format!(
+                    "would roll {} onto the machines in {batches} batch(es)",
+                    plan.image.as_deref().unwrap_or("the image")
+                ),
+            ),
+        );
+        st.note(
+            "smoke",
+            StepStatus::Planned,
+            &would(
+                skip_reason_of(&plan.smoke),
+                "would smoke-test the app and roll back on failure".into(),
+            ),
+        );
+        st.log.resolution = Some(match plan.mode {
+            Mode::PullRequest => {
+                "a pull request never deploys: this is the plan; it runs on the merge to main"
+                    .into()
+            }
+            _ => "dry run: nothing was changed".into(),
+        });
+        return Status::DryRun;
+    }
+
+    // The first change is about to happen: the GitHub Deployment starts now.
+    if let Some(gh) = github
+        && plan.report.github_deployment
+    {
+        start_deployment(gh, state, deployment).await;
+    }
+
+    // 3. backup: nothing migrates without a verified backup.
+    match &plan.backup {
+        Phase::Run(settings) => {
+            state.borrow_mut().begin("backup");
+            let taken = crate::backup::take(settings).await;
+            let mut st = state.borrow_mut();
+            match taken {
+                Ok(Some(b)) => {
+                    st.log.backup = Some(BackupRecord {
+                        provider: b.provider.to_string(),
+                        id: b.id.clone(),
+                        name: Some(b.name.clone()),
+                    });
+                    let json = serde_json::to_value(&b).unwrap_or(Value::Null);
+                    st.end(
+                        StepStatus::Ok,
+                        format!("{} backup {}", b.provider, b.id),
+                        json,
+                    );
+                }
+                Ok(None) => st.end(StepStatus::Ok, "no backup taken", Value::Null),
+                Err(e) => {
+                    st.fail(&e, Value::Null);
+                    st.log.resolution = Some("stopped before migrating: no verified backup".into());
+                    return Status::Failed;
+                }
+            }
+        }
+        Phase::Skip(why) => state.borrow_mut().skip("backup", why),
+    }
+
+    // 4. migrate: nothing deploys after a failed migration.
     state.borrow_mut().begin("migrate");
-    let (ok, json, err) = split(crate::migrate::apply(&migrate_settings, false).await);
+    let applied = crate::migrate::apply_pending(migrate).await;
     {
         let mut st = state.borrow_mut();
-        st.log.migrations_applied = json["applied"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        st.log.migrations_applied = applied
+            .files
+            .iter()
             .map(|a| AppliedMigration {
-                filename: a["filename"].as_str().unwrap_or_default().into(),
-                duration_ms: a["duration_ms"].as_i64().unwrap_or(0),
+                filename: a.filename.clone(),
+                duration_ms: a.duration_ms,
             })
             .collect();
-        if !ok {
-            let e = err.unwrap_or_else(|| Error::failure("migrate apply failed"));
-            st.fail(&e, json);
+        let json = Value::Object(applied.json.clone());
+        if let Some(e) = &applied.error {
+            st.fail(e, json);
             let backup = st
                 .log
                 .backup
@@ -555,244 +515,447 @@ async fn phases(
             ));
             return Status::Failed;
         }
-        let applied = st.log.migrations_applied.len();
-        let skipped = json["skipped"].as_u64().unwrap_or(0);
         st.end(
             StepStatus::Ok,
-            format!("{applied} applied, {skipped} already applied"),
+            format!(
+                "{} applied, {} already applied",
+                applied.files.len(),
+                applied.skipped
+            ),
             json,
         );
     }
 
-    // 4. deploy
-    let Some(image) = args.image.clone() else {
-        state
-            .borrow_mut()
-            .skip("deploy", "no --image given: migrations only");
-        return smoke_phase(loaded, env, state)
-            .await
-            .unwrap_or(Status::Success);
-    };
-    state.borrow_mut().begin("deploy");
-    let (ok, json, err) = split(crate::deploy::deploy_image(&image, loaded, env).await);
-    {
-        let mut st = state.borrow_mut();
-        if let Some(map) = json["previous_images"].as_object() {
-            st.log.previous_images = map
-                .iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect();
+    // 5. deploy
+    let deployer = match &plan.deploy {
+        Phase::Run(d) => Some(d),
+        Phase::Skip(why) => {
+            state.borrow_mut().skip("deploy", why);
+            None
         }
-        if !ok {
-            let e = err.unwrap_or_else(|| Error::failure("deploy failed"));
-            let reverted = json["reverted"] == true;
-            st.fail(&e, json);
-            st.log.resolution = Some(if reverted {
+    };
+    if let (Some(deployer), Some(image)) = (deployer, plan.image.as_deref()) {
+        state.borrow_mut().begin("deploy");
+        let report = deployer.deploy(image).await;
+        let mut st = state.borrow_mut();
+        st.log.previous_images = report.previous_images.clone();
+        let json = Value::Object(report.json());
+        if let Some(e) = &report.error {
+            st.fail(e, json);
+            st.log.resolution = Some(if report.reverted {
                 "every machine already updated was put back on its previous config; migrations stay applied".into()
             } else {
                 "deploy failed before any machine changed; migrations stay applied".into()
             });
-            return if reverted {
+            return if report.reverted {
                 Status::RolledBack
             } else {
                 Status::Failed
             };
         }
-        let n = json["machines"].as_array().map_or(0, Vec::len);
-        st.end(StepStatus::Ok, format!("{n} machine(s) on {image}"), json);
+        st.end(
+            StepStatus::Ok,
+            format!("{} machine(s) on {image}", report.machines.len()),
+            json,
+        );
     }
 
-    // 5. smoke; a failure rolls the machines back.
-    match smoke_phase(loaded, env, state).await {
-        None | Some(Status::Success) => Status::Success,
-        Some(_) => {
-            state.borrow_mut().begin("rollback");
-            let restore = rollback
-                .restore_database
-                .then(|| state.borrow().log.backup.as_ref().map(|b| b.id.clone()))
-                .flatten();
-            let (ok, json, err) =
-                split(crate::deploy::rollback_previous(loaded, env, restore.as_deref()).await);
-            let mut st = state.borrow_mut();
-            if ok {
-                let db = if restore.is_some() {
-                    "; the database was restored from the backup"
-                } else {
-                    "; the database was not restored ([rollback] restore_database = false)"
-                };
-                st.log.resolution = Some(format!(
-                    "smoke tests failed: machines rolled back to their previous images{db}"
-                ));
-                st.end(
-                    StepStatus::Ok,
-                    "machines back on their previous images",
-                    json,
-                );
-                Status::RolledBack
-            } else {
-                let e = err.unwrap_or_else(|| Error::failure("rollback failed"));
-                st.fail(&e, json);
-                st.log.resolution = Some("smoke tests failed and the rollback failed too: check the machines now (`flightplan rollback`)".into());
-                Status::Failed
-            }
+    // 6. smoke; a failure rolls the machines back (and then, when asked, the database).
+    let Phase::Run(smoke) = &plan.smoke else {
+        if let Phase::Skip(why) = &plan.smoke {
+            state.borrow_mut().skip("smoke", why);
         }
+        return Status::Success;
+    };
+    if smoke_phase(smoke, state).await {
+        return Status::Success;
+    }
+    let Some(deployer) = deployer else {
+        state.borrow_mut().log.resolution = Some(
+            "smoke tests failed; nothing was deployed, so there is nothing to roll back".into(),
+        );
+        return Status::Failed;
+    };
+    roll_back(plan, deployer, state).await
+}
+
+/// The phase's skip reason, for the dry run's "left out" lines.
+fn skip_reason_of<T>(p: &Phase<T>) -> Option<String> {
+    match p {
+        Phase::Skip(why) => Some(why.clone()),
+        Phase::Run(_) => None,
     }
 }
 
-/// Smoke tests (and the watch window when configured); `None` when not configured at all.
-async fn smoke_phase(
-    loaded: &Loaded,
-    env: Env<'_>,
-    state: &Rc<RefCell<Recorder>>,
-) -> Option<Status> {
-    let configured = !loaded.file.smoke.checks.is_empty()
-        || loaded.file.smoke.login.is_some()
-        || env("APP_URL").is_some()
-        || loaded.file.app_url.is_some();
-    if !configured {
-        state
-            .borrow_mut()
-            .skip("smoke", "no app URL or checks configured");
-        return None;
-    }
-    state.borrow_mut().begin("smoke");
-    let settings = crate::smoke_settings(&SmokeArgs::default(), loaded, env);
-    let (ok, json, err) = match settings {
-        Ok(s) => split(crate::smoke::run(&s).await),
-        Err(e) => (false, Value::Null, Some(e)),
-    };
+/// A read of the plan failed: end the plan step, nothing changed.
+fn stop_before_changes(state: &State, e: &Error) -> Status {
     let mut st = state.borrow_mut();
-    st.log.smoke = json["checks"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    st.fail(e, Value::Null);
+    st.log.resolution =
+        Some("stopped before any change: nothing was backed up, migrated or deployed".into());
+    Status::Failed
+}
+
+/// The smoke tests and the watch window; `true` when they passed.
+async fn smoke_phase(settings: &crate::smoke::Settings, state: &State) -> bool {
+    state.borrow_mut().begin("smoke");
+    let result = crate::smoke::check(settings).await;
+    let mut st = state.borrow_mut();
+    let smoked = match result {
+        Ok(s) => s,
+        Err(e) => {
+            st.fail(&e, Value::Null);
+            return false;
+        }
+    };
+    let redactor = st.redactor.clone();
+    st.log.smoke = smoked
+        .checks
+        .iter()
         .map(|c| SmokeRecord {
-            name: c["name"].as_str().unwrap_or_default().into(),
-            ok: c["ok"] == true,
-            status: c["status"].as_u64().map(|s| s as u16),
-            latency_ms: c["latency_ms"].as_u64(),
-            attempts: c["attempts"].as_u64().unwrap_or(0) as u32,
-            reason: c["reason"].as_str().map(str::to_string),
+            name: c.name.clone(),
+            ok: c.ok,
+            status: c.status,
+            latency_ms: c.latency_ms,
+            attempts: c.attempts,
+            reason: c.reason.as_deref().map(|r| redactor.scrub(r)),
         })
         .collect();
-    if let Some(w) = json.get("watch").filter(|w| w.is_object()) {
+    if let Some(w) = &smoked.watch {
         st.log.watch = Some(WatchRecord {
-            p50_ms: w["p50_ms"].as_f64().unwrap_or(0.0),
-            p95_ms: w["p95_ms"].as_f64().unwrap_or(0.0),
-            error_rate: w["error_rate"].as_f64().unwrap_or(0.0),
-            intervals_p95_ms: w["intervals"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|i| i["p95_ms"].as_f64())
+            p50_ms: w.p50_ms.unwrap_or(0) as f64,
+            p95_ms: w.p95_ms.unwrap_or(0) as f64,
+            error_rate: w.error_rate,
+            intervals_p95_ms: w
+                .intervals
+                .iter()
+                .filter_map(|i| i.p95_ms.map(|v| v as f64))
                 .collect(),
         });
     }
-    if ok {
-        let n = st.log.smoke.len();
-        st.end(StepStatus::Ok, format!("{n} check(s) passed"), json);
-        Some(Status::Success)
-    } else {
-        let e = err.unwrap_or_else(|| Error::failure("smoke tests failed"));
-        st.fail(&e, json);
-        Some(Status::Failed)
-    }
-}
-
-fn names(v: &Value) -> Vec<String> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p["filename"].as_str().map(str::to_string))
-        .collect()
-}
-
-fn failed_checks(json: &Value) -> String {
-    let bad: Vec<String> = json["checks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|c| c["status"] != "ok" && c["status"] != "warning")
-        .filter_map(|c| {
-            Some(format!(
-                "{} ({})",
-                c["name"].as_str()?,
-                c["message"].as_str().unwrap_or("failed")
-            ))
-        })
-        .collect();
-    format!("environment check failed: {}", bad.join(", "))
-}
-
-pub(crate) fn contract_secrets(loaded: &Loaded) -> Vec<String> {
-    let Some(env) = &loaded.file.env else {
-        return Vec::new();
-    };
-    env.iter()
-        .filter(|(k, v)| {
-            v.get("secret").and_then(toml::Value::as_bool) == Some(true)
-                || ["SECRET", "TOKEN", "PASSWORD", "PASSWD", "KEY"]
-                    .iter()
-                    .any(|w| k.to_ascii_uppercase().contains(w))
-        })
-        .map(|(k, _)| k.clone())
-        .collect()
-}
-
-pub(crate) fn fill_context(log: &mut DeploymentLog, env: Env<'_>) {
-    let c = &mut log.context;
-    c.repository = env("GITHUB_REPOSITORY");
-    c.commit = env("GITHUB_SHA");
-    c.trigger = Some(env("GITHUB_EVENT_NAME").unwrap_or_else(|| {
-        if env("GITHUB_ACTIONS").is_some() {
-            "unknown".into()
-        } else {
-            "local".into()
+    let json = Value::Object(smoked.to_outcome(settings).json);
+    match &smoked.error {
+        None if smoked.ok => {
+            let n = st.log.smoke.len();
+            st.end(StepStatus::Ok, format!("{n} check(s) passed"), json);
+            true
         }
-    }));
-    c.actor = env("GITHUB_ACTOR").or_else(|| env("USER"));
-    if let (Some(server), Some(repo), Some(run)) = (
-        env("GITHUB_SERVER_URL"),
-        env("GITHUB_REPOSITORY"),
-        env("GITHUB_RUN_ID"),
-    ) {
-        c.run_url = Some(format!("{server}/{repo}/actions/runs/{run}"));
+        e => {
+            let e = e
+                .clone()
+                .unwrap_or_else(|| Error::failure("smoke tests failed"));
+            st.fail(&e, json);
+            false
+        }
     }
-    // A pull_request event names its PR in the payload.
-    if let Some(path) = env("GITHUB_EVENT_PATH")
-        && let Ok(text) = std::fs::read_to_string(path)
-        && let Ok(event) = serde_json::from_str::<Value>(&text)
-        && let Some(n) = event["pull_request"]["number"].as_u64()
+}
+
+/// After a failed smoke test: every machine back to its previous image first, then, only
+/// when `[rollback] restore_database` asks for it, the database restore as a step of its
+/// own. The image rollback never waits on, or depends on, the restore.
+async fn roll_back(plan: &RunPlan, deployer: &crate::deploy::Configured, state: &State) -> Status {
+    state.borrow_mut().begin("rollback");
+    let report = deployer.rollback(None, None).await;
+    let images_back = report.error.is_none();
     {
-        c.pull_requests.push(n);
-    }
-}
-
-pub(crate) fn github_client(env: Env<'_>, report: &ReportFile, dry_run: bool) -> Option<GitHub> {
-    if dry_run || (!report.pr_comment && !report.github_deployment) {
-        return None;
-    }
-    let token = env("GITHUB_TOKEN").filter(|t| !t.is_empty())?;
-    let repo = env("GITHUB_REPOSITORY")?;
-    env("GITHUB_SHA")?;
-    let base =
-        env("GITHUB_API_URL").unwrap_or_else(|| crate::report::github::DEFAULT_API_URL.into());
-    match GitHub::new(&base, &token, &repo) {
-        Ok(g) => Some(g),
-        Err(e) => {
-            tracing::warn!("GitHub reporting is off: {}", e.message);
-            None
+        let mut st = state.borrow_mut();
+        let json = Value::Object(report.json());
+        if let Some(e) = &report.error {
+            st.fail(e, json);
+        } else {
+            st.end(
+                StepStatus::Ok,
+                "machines back on their previous images",
+                json,
+            );
         }
     }
+    let backup = state.borrow().log.backup.clone();
+    let restore = match (&plan.backup, plan.restore_database, backup) {
+        (Phase::Run(settings), true, Some(b)) => Some((settings, b)),
+        _ => None,
+    };
+    let mut restored = None;
+    if let Some((settings, b)) = restore {
+        state.borrow_mut().begin("restore");
+        let id = b.id.clone();
+        let job: RestoreDb<'_> =
+            Box::pin(async move { crate::backup::restore(settings, &id).await });
+        let report = deployer.restore_database(job).await;
+        let mut st = state.borrow_mut();
+        let json = Value::Object(report.json());
+        match &report.error {
+            None => {
+                st.end(
+                    StepStatus::Ok,
+                    format!("database restored from backup {}", b.id),
+                    json,
+                );
+                restored = Some(true);
+            }
+            Some(e) => {
+                st.fail(e, json);
+                restored = Some(false);
+            }
+        }
+    }
+    let mut st = state.borrow_mut();
+    let db = match restored {
+        None if plan.restore_database => {
+            "; the database was not restored: no backup was taken".to_string()
+        }
+        None => "; the database was not restored ([rollback] restore_database = false)".into(),
+        Some(true) => "; the database was then restored from the backup".into(),
+        Some(false) => format!(
+            "; restoring the database FAILED (see the restore step): it is still on the new schema{}",
+            st.log
+                .backup
+                .as_ref()
+                .map(|b| format!(
+                    ", and backup {} is available (`flightplan backup restore {} --yes`)",
+                    b.id, b.id
+                ))
+                .unwrap_or_default()
+        ),
+    };
+    if images_back {
+        st.log.resolution = Some(format!(
+            "smoke tests failed: machines rolled back to their previous images{db}"
+        ));
+        Status::RolledBack
+    } else {
+        st.log.resolution = Some(format!(
+            "smoke tests failed and the image rollback failed too: check the machines now (`flightplan rollback`){db}"
+        ));
+        Status::Failed
+    }
 }
 
-async fn start_deployment(
-    gh: &GitHub,
-    state: &Rc<RefCell<Recorder>>,
-    deployment: &Rc<RefCell<Option<u64>>>,
-    env: Env<'_>,
+/// Cancelled while a step ran: the step is marked, and where machines are now is said,
+/// so a group left on mixed images is never reported without it.
+async fn on_interrupt(
+    state: &State,
+    deployer: Option<&crate::deploy::Configured>,
+    image: Option<&str>,
 ) {
-    let (sha, environment, image, run_url, app_url) = {
+    tracing::warn!("interrupted: writing the deployment log before exiting");
+    let step = state.borrow().current.as_ref().map(|c| c.0.clone());
+    let machines = match (step.as_deref(), deployer) {
+        (Some("deploy" | "rollback" | "restore"), Some(d)) => machines_now(d, image).await,
+        _ => None,
+    };
+    let mut st = state.borrow_mut();
+    let mut where_now = String::new();
+    if st.current.is_some() {
+        let e = Error::failure("interrupted (SIGTERM/SIGINT) while this step ran");
+        let step = st.current.as_ref().map(|c| c.0.clone()).unwrap_or_default();
+        st.issue(&step, &e);
+        let (summary, details) = match machines {
+            Some(report) => {
+                where_now = images_note(&report);
+                (
+                    format!("interrupted: {where_now}"),
+                    Value::Object(report.json()),
+                )
+            }
+            None => ("interrupted".to_string(), Value::Null),
+        };
+        st.end(StepStatus::Interrupted, summary, details);
+    }
+    st.log.status = Status::Failed;
+    st.log.resolution = Some(if where_now.is_empty() {
+        "the run was cancelled; a migration in flight was rolled back by the database, and machines already \
+         updated keep their new image (see the deploy step); run `flightplan run` again or `flightplan rollback`"
+            .into()
+    } else {
+        format!(
+            "the run was cancelled while machines were changing: {where_now}; run `flightplan run` again \
+             (it finishes the rollout) or `flightplan rollback` (each machine back to its recorded previous image)"
+        )
+    });
+}
+
+/// `flightplan rollback`: the images back (or forward to `--image`), then the database
+/// restore when asked for, recorded and reported like `run` (JSON log, summary, a GitHub
+/// Deployment of the image rolled to, outputs). No PR comment: a manual rollback belongs
+/// to no pull request.
+pub async fn rollback(
+    src: &Sources<'_>,
+    planned: Result<RollbackPlan, Problems>,
+) -> Result<Outcome, Error> {
+    let plan = planned.map_err(|p| {
+        let mut e = p.into_error();
+        src.redactor().scrub_error(&mut e);
+        e
+    })?;
+    plan.redactor.announce(src.gha());
+    // A mistyped backup id must not cost a rollback: it is looked up before anything moves.
+    if let Some((id, settings)) = &plan.restore {
+        crate::backup::find(settings, id).await.map_err(|mut e| {
+            e.message = format!("{}; nothing was changed", e.message);
+            plan.redactor.scrub_error(&mut e);
+            e
+        })?;
+    }
+    let mut log = DeploymentLog::new("rollback", &plan.report.environment, Utc::now().rfc3339());
+    log.app = plan.app.clone();
+    log.app_url = plan.app_url.clone();
+    log.image = plan.image.clone();
+    fill_context(&mut log, &src.lookup());
+    let state = Recorder::new(log, plan.redactor.clone());
+    let github = client(&plan.report);
+    let deployment: Rc<RefCell<Option<u64>>> = Rc::new(RefCell::new(None));
+    if let Some(gh) = &github
+        && plan.report.github_deployment
+    {
+        start_deployment(gh, &state, &deployment).await;
+    }
+
+    let work = async {
+        state.borrow_mut().begin("rollback");
+        let report = plan.deployer.rollback(plan.image.as_deref(), None).await;
+        let mut restored = None;
+        if report.error.is_none()
+            && let Some((id, settings)) = &plan.restore
+        {
+            state.borrow_mut().current = None;
+            record_rollback(&state, &report);
+            state.borrow_mut().begin("restore");
+            let job: RestoreDb<'_> =
+                Box::pin(async move { crate::backup::restore(settings, id).await });
+            restored = Some(plan.deployer.restore_database(job).await);
+        }
+        (report, restored)
+    };
+    let outcome_parts = tokio::select! {
+        r = work => Some(r),
+        _ = cancelled() => None,
+    };
+    let Some((report, restored)) = outcome_parts else {
+        on_interrupt(&state, Some(&plan.deployer), plan.image.as_deref()).await;
+        let mut log = state.borrow().log.clone();
+        log.finished_at = Some(Utc::now().rfc3339());
+        let id = *deployment.borrow();
+        publish(&mut log, &plan.report, github.as_ref(), id, &plan.redactor).await;
+        return Ok(outcome(&log));
+    };
+    if restored.is_none() {
+        record_rollback(&state, &report);
+    }
+    let deploy_text = report.text();
+    let mut fields = report.json();
+    {
+        let mut st = state.borrow_mut();
+        let ok = report.error.is_none();
+        match &restored {
+            Some(r) => {
+                if let Some(d) = &r.database {
+                    fields.insert("database".into(), json!(d));
+                }
+                let json = Value::Object(r.json());
+                match &r.error {
+                    None => {
+                        let id = r
+                            .database
+                            .as_ref()
+                            .map(|d| d.backup.id.clone())
+                            .unwrap_or_default();
+                        st.end(
+                            StepStatus::Ok,
+                            format!("database restored from backup {id}"),
+                            json,
+                        );
+                        st.log.status = Status::RolledBack;
+                        st.log.resolution = Some("manual rollback: every machine is on the image it was rolled to, then the database was restored from the backup".into());
+                    }
+                    Some(e) => {
+                        st.fail(e, json);
+                        st.log.status = Status::Failed;
+                        st.log.resolution = Some("the machines were rolled back, but restoring the database failed: it is as it was before the rollback (see the restore step)".into());
+                    }
+                }
+            }
+            None if ok => {
+                st.log.status = Status::RolledBack;
+                st.log.resolution =
+                    Some("manual rollback: every machine is on the image it was rolled to".into());
+            }
+            None => {
+                st.log.status = Status::Failed;
+                st.log.resolution = Some(format!(
+                    "the rollback failed: check the machines (`flightplan deploy` / `rollback --image`){}",
+                    if plan.restore.is_some() {
+                        "; the database was not touched"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+        st.log.finished_at = Some(Utc::now().rfc3339());
+        st.log.duration_ms = st.elapsed();
+    }
+    let mut log = state.borrow().log.clone();
+    let deployment = *deployment.borrow();
+    publish(
+        &mut log,
+        &plan.report,
+        github.as_ref(),
+        deployment,
+        &plan.redactor,
+    )
+    .await;
+    // The command's own result stays what `deploy` documents (app, image, previous_images,
+    // machines, reverted, database), with the log's status and where it went added.
+    let mut out = outcome(&log);
+    fields.extend(out.json);
+    out.json = fields;
+    let mut restored_text = String::new();
+    if let Some(r) = &restored
+        && let Some(d) = &r.database
+    {
+        restored_text = format!(
+            "database restored from backup {} ({})\n",
+            d.backup.id, d.target
+        );
+    }
+    out.text = format!(
+        "{}{restored_text}{}",
+        plan.redactor.scrub(&deploy_text),
+        log.outputs
+            .iter()
+            .map(|o| format!("→ {o}\n"))
+            .collect::<String>()
+    );
+    if log.status == Status::RolledBack {
+        out.ok = true;
+        out.error = None;
+    }
+    Ok(out)
+}
+
+/// The rollback step, from the deployer's report.
+fn record_rollback(state: &State, report: &crate::deploy::Report) {
+    let mut st = state.borrow_mut();
+    if st.current.is_none() {
+        st.begin("rollback");
+    }
+    st.log.previous_images = report.previous_images.clone();
+    if let Some(img) = &report.image {
+        st.log.image = Some(img.clone());
+    }
+    let json = Value::Object(report.json());
+    match &report.error {
+        None => {
+            let n = report.machines.len();
+            st.end(StepStatus::Ok, format!("{n} machine(s) rolled back"), json);
+        }
+        Some(e) => st.fail(e, json),
+    }
+}
+
+async fn start_deployment(gh: &GitHub, state: &State, deployment: &Rc<RefCell<Option<u64>>>) {
+    let (sha, environment, image, run_url, app_url, command) = {
         let st = state.borrow();
         (
             st.log.context.commit.clone().unwrap_or_default(),
@@ -800,13 +963,11 @@ async fn start_deployment(
             st.log.image.clone(),
             st.log.context.run_url.clone(),
             st.log.app_url.clone(),
+            st.log.command.clone(),
         )
     };
-    if env("INPUT_GITHUB-DEPLOYMENT").as_deref() == Some("false") {
-        return;
-    }
     let description = format!(
-        "flightplan run{}",
+        "flightplan {command}{}",
         image.as_ref().map(|i| format!(": {i}")).unwrap_or_default()
     );
     match gh
@@ -839,25 +1000,13 @@ async fn start_deployment(
 /// A failure here never hides the run's own result: it becomes an issue in the log.
 async fn publish(
     log: &mut DeploymentLog,
-    loaded: &Loaded,
-    report: &ReportFile,
+    report: &ReportSettings,
     github: Option<&GitHub>,
     deployment: Option<u64>,
-    env: Env<'_>,
     redactor: &Redactor,
 ) {
-    let workspace = env("GITHUB_WORKSPACE").map(PathBuf::from);
-    let at = |p: &Path| match (&workspace, p.is_relative()) {
-        (Some(w), true) => w.join(p),
-        _ => p.to_path_buf(),
-    };
-    let log_path = match &report.log {
-        Some(p) => loaded.resolve_path(p),
-        None => at(Path::new("flightplan-log.json")),
-    };
-
     if let Some(gh) = github {
-        if report.pr_comment {
+        if report.pr_comment && log.command == "run" {
             comment_on_prs(
                 gh,
                 log,
@@ -893,16 +1042,8 @@ async fn publish(
         }
     }
 
-    write_summary_and_log(
-        log,
-        loaded,
-        report,
-        env,
-        &log_path,
-        markdown::summary,
-        redactor,
-    );
-    if let Some(out) = env("GITHUB_OUTPUT") {
+    write_summary_and_log(log, report, markdown::summary, redactor);
+    if let Some(out) = &report.outputs {
         let outputs = [
             ("status", log.status.label().to_string()),
             (
@@ -922,13 +1063,13 @@ async fn publish(
             ),
             ("image", log.image.clone().unwrap_or_default()),
             ("previous-image", log.previous_image().unwrap_or_default()),
-            ("log-path", log_path.display().to_string()),
+            ("log-path", report.for_later_steps(&report.log)),
         ];
         let outputs: Vec<(&str, String)> = outputs
             .into_iter()
             .map(|(k, v)| (k, redactor.scrub(&v)))
             .collect();
-        if let Err(e) = actions::write_outputs(Path::new(&out), &outputs) {
+        if let Err(e) = actions::write_outputs(out, &outputs) {
             tracing::warn!("{}", e.message);
         }
     }
@@ -976,43 +1117,39 @@ pub(crate) async fn comment_on_prs(
     }
 }
 
-/// Appends the rendered summary to the job summary (GITHUB_STEP_SUMMARY, else `[report]
-/// summary`, else next to the log) and writes the JSON log, both redacted. Shared by `run`,
-/// `rollback` and `rehearse`.
+/// Appends the rendered summary to the job summary and writes the JSON log, both
+/// redacted. Shared by `run`, `rollback` and `rehearse`.
 pub(crate) fn write_summary_and_log(
     log: &mut DeploymentLog,
-    loaded: &Loaded,
-    report: &ReportFile,
-    env: Env<'_>,
-    log_path: &Path,
+    report: &ReportSettings,
     render: fn(&DeploymentLog) -> String,
     redactor: &Redactor,
 ) {
-    let summary_path = env("GITHUB_STEP_SUMMARY")
-        .map(PathBuf::from)
-        .or_else(|| report.summary.as_ref().map(|p| loaded.resolve_path(p)))
-        .unwrap_or_else(|| log_path.with_extension("md"));
     log.outputs
-        .push(format!("summary {}", summary_path.display()));
-    log.outputs.push(format!("log {}", log_path.display()));
+        .push(format!("summary {}", report.summary.display()));
+    log.outputs.push(format!("log {}", report.log.display()));
     let summary = redactor.scrub(&render(log));
-    if let Some(dir) = summary_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+    if let Some(dir) = report
+        .summary
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
         let _ = std::fs::create_dir_all(dir);
     }
-    if let Err(e) = actions::append_summary(&summary_path, &summary) {
+    if let Err(e) = actions::append_summary(&report.summary, &summary) {
         tracing::warn!("{}", e.message);
     }
     let mut json = serde_json::to_value(&*log).unwrap_or(Value::Null);
     redactor.scrub_json(&mut json);
     let text = serde_json::to_string_pretty(&json).unwrap_or_default();
-    match write_private(log_path, &text) {
+    match write_private(&report.log, &text) {
         Ok(()) => tracing::info!(
             "{} log: {} (summary: {})",
             log.command,
-            log_path.display(),
-            summary_path.display()
+            report.log.display(),
+            report.summary.display()
         ),
-        Err(e) => tracing::error!("cannot write the log {}: {e}", log_path.display()),
+        Err(e) => tracing::error!("cannot write the log {}: {e}", report.log.display()),
     }
 }
 
@@ -1035,12 +1172,23 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 
 fn outcome(log: &DeploymentLog) -> Outcome {
     let mut text = markdown::template(log);
+    if log.status == Status::DryRun
+        && let Some(p) = &log.plan
+    {
+        text = format!("{}\n{text}", markdown::plan(p));
+    }
     for o in &log.outputs {
         text.push_str(&format!("→ {o}\n"));
     }
     let ok = matches!(log.status, Status::Success | Status::DryRun);
     let mut json = serde_json::Map::new();
     json.insert("status".into(), json!(log.status.label()));
+    if let Some(p) = &log.plan {
+        json.insert(
+            "plan".into(),
+            serde_json::to_value(p).unwrap_or(Value::Null),
+        );
+    }
     json.insert(
         "log".into(),
         serde_json::to_value(log).unwrap_or(Value::Null),
@@ -1061,22 +1209,25 @@ fn outcome(log: &DeploymentLog) -> Outcome {
 
 /// The machines and their images right now (read-only), for an interrupted deploy; `None`
 /// when they cannot be read within a few seconds (CI gives a cancelled job ~10 s).
-async fn machines_now(image: Option<&str>, loaded: &Loaded, env: Env<'_>) -> Option<Value> {
-    let read = crate::deploy::preview_image(image, loaded, env);
+async fn machines_now(
+    deployer: &crate::deploy::Configured,
+    image: Option<&str>,
+) -> Option<crate::deploy::Report> {
+    let read = deployer.preview(image);
     match tokio::time::timeout(std::time::Duration::from_secs(5), read).await {
-        Ok(Ok(o)) if o.error.is_none() => Some(Value::Object(o.json)),
+        Ok(r) if r.error.is_none() => Some(r),
         _ => None,
     }
 }
 
 /// "MIXED IMAGES: m1 on A; m2, m3 on B", or "every machine on A".
-fn images_note(json: &Value) -> String {
+fn images_note(report: &crate::deploy::Report) -> String {
     let mut by_image: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for m in json["machines"].as_array().into_iter().flatten() {
+    for m in &report.machines {
         by_image
-            .entry(m["image"].as_str().unwrap_or("unknown image").to_string())
+            .entry(m.image.clone().unwrap_or_else(|| "unknown image".into()))
             .or_default()
-            .push(m["id"].as_str().unwrap_or("?").to_string());
+            .push(m.id.clone());
     }
     let parts: Vec<String> = by_image
         .iter()
@@ -1109,4 +1260,85 @@ pub(crate) async fn cancelled() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Where and why the run happened: the GitHub context, and the pull request of a
+/// `pull_request` event's payload.
+pub(crate) fn fill_context(log: &mut DeploymentLog, env: &dyn Fn(&str) -> Option<String>) {
+    let c = &mut log.context;
+    c.repository = env("GITHUB_REPOSITORY");
+    c.commit = env("GITHUB_SHA");
+    c.trigger = Some(env("GITHUB_EVENT_NAME").unwrap_or_else(|| {
+        if env("GITHUB_ACTIONS").is_some() {
+            "unknown".into()
+        } else {
+            "local".into()
+        }
+    }));
+    c.actor = env("GITHUB_ACTOR").or_else(|| env("USER"));
+    if let (Some(server), Some(repo), Some(run)) = (
+        env("GITHUB_SERVER_URL"),
+        env("GITHUB_REPOSITORY"),
+        env("GITHUB_RUN_ID"),
+    ) {
+        c.run_url = Some(format!("{server}/{repo}/actions/runs/{run}"));
+    }
+    if let Some(path) = env("GITHUB_EVENT_PATH")
+        && let Ok(text) = std::fs::read_to_string(path)
+        && let Ok(event) = serde_json::from_str::<Value>(&text)
+        && let Some(n) = event["pull_request"]["number"].as_u64()
+    {
+        c.pull_requests.push(n);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Kept for `rehearse` until its own plan lands (it still resolves from the raw config).
+
+/// The result of one phase command: ok, its JSON, and its error if any.
+pub(crate) fn split(result: Result<Outcome, Error>) -> (bool, Value, Option<Error>) {
+    match result {
+        Ok(o) => (o.ok && o.error.is_none(), Value::Object(o.json), o.error),
+        Err(e) => (false, Value::Null, Some(e)),
+    }
+}
+
+pub(crate) fn contract_secrets(loaded: &Loaded, env: Env<'_>) -> Vec<String> {
+    Sources::new(loaded, env).contract_secrets()
+}
+
+pub(crate) fn github_client(env: Env<'_>, report: &ReportFile, dry_run: bool) -> Option<GitHub> {
+    if dry_run || (!report.pr_comment && !report.github_deployment) {
+        return None;
+    }
+    let token = env("GITHUB_TOKEN").filter(|t| !t.is_empty())?;
+    let repo = env("GITHUB_REPOSITORY")?;
+    env("GITHUB_SHA")?;
+    let base =
+        env("GITHUB_API_URL").unwrap_or_else(|| crate::report::github::DEFAULT_API_URL.into());
+    match GitHub::new(&base, &token, &repo) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            tracing::warn!("GitHub reporting is off: {}", e.message);
+            None
+        }
+    }
+}
+
+/// `rehearse`'s summary and log, written where its `[report]`/`[rehearse] log` say.
+pub(crate) fn write_rehearsal(
+    log: &mut DeploymentLog,
+    loaded: &Loaded,
+    env: Env<'_>,
+    log_path: &Path,
+    render: fn(&DeploymentLog) -> String,
+    redactor: &Redactor,
+) {
+    let src = Sources::new(loaded, env);
+    let mut report = src.report_unchecked("flightplan-rehearsal.json");
+    report.log = log_path.to_path_buf();
+    if env("GITHUB_STEP_SUMMARY").is_none() && loaded.file.report.summary.is_none() {
+        report.summary = log_path.with_extension("md");
+    }
+    write_summary_and_log(log, &report, render, redactor);
 }

@@ -6,14 +6,11 @@ pub mod neon;
 pub mod pg_dump;
 
 use std::future::Future;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::cli::{BackupArgs, BackupCommand};
-use crate::config::{BackupProvider, Loaded};
-use crate::db::DatabaseUrl;
 use crate::error::Error;
 use crate::output::Outcome;
 
@@ -50,7 +47,8 @@ pub struct Backup {
     pub blocked: Option<String>,
 }
 
-/// What a restore did.
+/// What a restore did. In JSON (a rollback's `database` field): `backup_id`,
+/// `backup_name`, `provider`, `target`, `preserved`.
 #[derive(Debug, Clone)]
 pub struct Restored {
     pub backup: Backup,
@@ -58,6 +56,19 @@ pub struct Restored {
     pub target: String,
     /// Neon: the branch that keeps the state from before the restore.
     pub preserved: Option<Preserved>,
+}
+
+impl Serialize for Restored {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(5))?;
+        m.serialize_entry("backup_id", &self.backup.id)?;
+        m.serialize_entry("backup_name", &self.backup.name)?;
+        m.serialize_entry("provider", self.backup.provider)?;
+        m.serialize_entry("target", &self.target)?;
+        m.serialize_entry("preserved", &self.preserved)?;
+        m.end()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -76,12 +87,13 @@ pub struct Label {
 }
 
 impl Label {
-    pub fn now(env: &dyn Fn(&str) -> Option<String>) -> Label {
+    /// Now, from the commit `sha` (`GITHUB_SHA`) when known.
+    pub fn now(sha: Option<&str>) -> Label {
         let secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let sha = env("GITHUB_SHA")
+        let sha = sha
             .map(|s| s.trim().to_ascii_lowercase())
             .filter(|s| s.len() >= 7 && s.chars().all(|c| c.is_ascii_hexdigit()))
             .map(|s| s[..7].to_string());
@@ -191,85 +203,26 @@ impl Settings {
     }
 }
 
-/// Resolves the settings: flag, then environment, then `[backup]`, then default. The
-/// provider's default is `neon` when `NEON_PROJECT_ID` is set, else `pg_dump`.
-pub fn settings(
-    a: &BackupArgs,
-    loaded: &Loaded,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Settings, Error> {
-    let f = &loaded.file.backup;
-    let set = |k: &str| env(k).is_some_and(|v| !v.trim().is_empty());
-    let provider = a
-        .provider
-        .or(f.provider)
-        .unwrap_or(if set("NEON_PROJECT_ID") {
-            BackupProvider::Neon
-        } else {
-            BackupProvider::PgDump
-        });
-    let duration = |v: &Option<crate::config::DurationValue>, key: &str, default: Duration| match v
-    {
-        Some(v) => v.to_duration().map_err(|e| {
-            Error::usage(format!("[backup] {key}: {e}"))
-                .file(loaded.describe(&format!("[backup] {key}")))
-        }),
-        None => Ok(default),
-    };
-    let timeout = duration(&f.timeout, "timeout", Duration::from_secs(600))?;
-    let request_timeout = duration(
-        &f.request_timeout,
-        "request_timeout",
-        Duration::from_secs(30),
-    )?;
-    if timeout.is_zero() || request_timeout.is_zero() {
-        return Err(
-            Error::usage("[backup] timeout and request_timeout must be more than 0")
-                .file(loaded.describe("[backup]")),
-        );
-    }
-    let target = match provider {
-        BackupProvider::None => Target::None,
-        BackupProvider::Neon => {
-            let s = neon::Settings::from_env(
-                env,
-                a.branch.clone().or_else(|| f.branch.clone()),
-                timeout,
-                request_timeout,
-            )?;
-            // Inside GitHub Actions the key is masked before anything else is printed.
-            if env("GITHUB_ACTIONS").as_deref() == Some("true")
-                && let Some(key) = env("NEON_API_KEY")
-            {
-                eprintln!("::add-mask::{}", crate::output::escape_data(key.trim()));
-            }
-            Target::Neon(s)
-        }
-        BackupProvider::PgDump => {
-            let raw = a.database_url.clone().filter(|u| !u.is_empty()).ok_or_else(|| {
-                Error::usage("no database: set DATABASE_URL or pass --database-url (backup provider `pg_dump`)")
-                    .hint("use the direct (not pooled) PostgreSQL URL, e.g. postgres://USER:PASSWORD@HOST:5432/DB")
-            })?;
-            let url = DatabaseUrl::parse(&raw)?;
-            let dir = match (&a.dir, &f.dir) {
-                (Some(d), _) => d.clone(),
-                (None, Some(d)) => loaded.resolve_path(d),
-                (None, None) => loaded.resolve_path(std::path::Path::new("backups")),
-            };
-            Target::PgDump(Box::new(pg_dump::Settings::new(&raw, url, dir, timeout)?))
-        }
-    };
-    Ok(Settings {
-        target,
-        keep: f.keep.unwrap_or(DEFAULT_KEEP),
-        label: Label::now(env),
-    })
+/// What a `backup` command asks for.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Create,
+    List,
+    /// Needs `yes`: every write made since the backup is discarded.
+    Restore {
+        id: String,
+        yes: bool,
+    },
+    /// `None` keeps `[backup] keep`.
+    Prune {
+        keep: Option<u32>,
+    },
 }
 
 /// `flightplan backup …`: one command.
-pub async fn run(cmd: &BackupCommand, s: &Settings) -> Result<Outcome, Error> {
+pub async fn run(cmd: &Action, s: &Settings) -> Result<Outcome, Error> {
     // Usage errors come before anything is contacted.
-    if let BackupCommand::Restore { yes: false, id, .. } = cmd {
+    if let Action::Restore { yes: false, id } = cmd {
         return Err(Error::usage(format!(
             "`backup restore {id}` replaces the database's current state with the backup's: every write \
              made since the backup is discarded"
@@ -311,14 +264,24 @@ pub async fn restore(s: &Settings, id: &str) -> Result<Restored, Error> {
     }
 }
 
+/// Looks a backup up by id or name (read-only): before a rollback stops anything, a
+/// mistyped id must cost nothing.
+pub async fn find(s: &Settings, id: &str) -> Result<Backup, Error> {
+    match &s.target {
+        Target::None => Err(no_provider()),
+        Target::Neon(n) => neon::Neon::new(n.clone())?.find(id).await,
+        Target::PgDump(p) => pg_dump::PgDump::new((**p).clone()).find(id).await,
+    }
+}
+
 fn no_provider() -> Error {
     Error::usage("backups are off ([backup] provider = \"none\"): there is nothing to restore")
         .hint("set [backup] provider to neon or pg_dump")
 }
 
-fn none(cmd: &BackupCommand) -> Result<Outcome, Error> {
+fn none(cmd: &Action) -> Result<Outcome, Error> {
     match cmd {
-        BackupCommand::Create(_) => {
+        Action::Create => {
             let mut json = serde_json::Map::new();
             json.insert("provider".into(), json!("none"));
             json.insert("id".into(), Value::Null);
@@ -330,24 +293,24 @@ fn none(cmd: &BackupCommand) -> Result<Outcome, Error> {
                 "No backup taken: [backup] provider = \"none\".\n".into(),
             ))
         }
-        BackupCommand::List(_) => Ok(Outcome::new(
+        Action::List => Ok(Outcome::new(
             true,
             map(json!({ "provider": "none", "backups": [] })),
             "No backups: [backup] provider = \"none\".\n".into(),
         )),
-        BackupCommand::Prune { .. } => Ok(Outcome::new(
+        Action::Prune { .. } => Ok(Outcome::new(
             true,
             map(json!({ "provider": "none", "deleted": [], "kept": [] })),
             "Nothing to prune: [backup] provider = \"none\".\n".into(),
         )),
-        BackupCommand::Restore { .. } => Err(no_provider()),
+        Action::Restore { .. } => Err(no_provider()),
     }
 }
 
-async fn dispatch<P: Provider>(p: &P, cmd: &BackupCommand, s: &Settings) -> Result<Outcome, Error> {
+async fn dispatch<P: Provider>(p: &P, cmd: &Action, s: &Settings) -> Result<Outcome, Error> {
     let provider = s.provider_name();
     match cmd {
-        BackupCommand::Create(_) => {
+        Action::Create => {
             let b = p.create(&s.label).await?;
             let text = match provider {
                 "neon" => format!(
@@ -369,7 +332,7 @@ async fn dispatch<P: Provider>(p: &P, cmd: &BackupCommand, s: &Settings) -> Resu
             };
             Ok(Outcome::new(true, map(json!(b)), text))
         }
-        BackupCommand::List(_) => {
+        Action::List => {
             let all = p.list().await?;
             let mut text = String::new();
             if all.is_empty() {
@@ -402,7 +365,7 @@ async fn dispatch<P: Provider>(p: &P, cmd: &BackupCommand, s: &Settings) -> Resu
                 text,
             ))
         }
-        BackupCommand::Restore { id, .. } => {
+        Action::Restore { id, .. } => {
             let backup = p.find(id).await?;
             let r = p.restore(&backup, &s.label).await?;
             let mut text = format!(
@@ -431,7 +394,7 @@ async fn dispatch<P: Provider>(p: &P, cmd: &BackupCommand, s: &Settings) -> Resu
                 text,
             ))
         }
-        BackupCommand::Prune { keep, .. } => {
+        Action::Prune { keep } => {
             let keep = keep.unwrap_or(s.keep);
             let all = p.list().await?;
             let (kept, old) = all.split_at(all.len().min(keep as usize));
@@ -523,8 +486,7 @@ mod tests {
 
     #[test]
     fn labels_take_the_short_sha_of_github_sha() {
-        let env = |k: &str| (k == "GITHUB_SHA").then(|| "1A2B3C4D5E6F".to_string());
-        let l = Label::now(&env);
+        let l = Label::now(Some("1A2B3C4D5E6F"));
         assert_eq!(l.sha.as_deref(), Some("1a2b3c4"));
         assert!(l.suffix().ends_with("Z-1a2b3c4"), "{}", l.suffix());
         let l = Label {
@@ -536,7 +498,7 @@ mod tests {
             l.unique(|s| format!("b/{s}"), |n| taken.contains(&n)),
             "b/20260116T103007Z-1a2b3c4"
         );
-        let l = Label::now(&|_: &str| Some("not a sha!".to_string()));
+        let l = Label::now(Some("not a sha!"));
         assert_eq!(l.sha, None);
     }
 

@@ -56,66 +56,9 @@ pub struct Settings {
     pub request_timeout: Duration,
 }
 
-impl Settings {
-    /// Reads `NEON_API_KEY`, `NEON_PROJECT_ID` and `NEON_API_URL`; anything missing or
-    /// malformed is exit 2, before Neon is contacted.
-    pub fn from_env(
-        env: &dyn Fn(&str) -> Option<String>,
-        branch: Option<String>,
-        timeout: Duration,
-        request_timeout: Duration,
-    ) -> Result<Settings, Error> {
-        let key = env("NEON_API_KEY")
-            .map(|k| k.trim().to_string())
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| {
-                Error::usage("NEON_API_KEY is not set (backup provider `neon`)").hint(
-                    "create an API key in the Neon console (Account or Organization settings → API keys) \
-                     and store it as a repository secret NEON_API_KEY",
-                )
-            })?;
-        if !key.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Error::usage(
-                "NEON_API_KEY contains characters that cannot be sent in an HTTP header",
-            )
-            .hint("copy the key again, whole and on one line"));
-        }
-        let project_id = env("NEON_PROJECT_ID")
-            .map(|p| p.trim().to_string())
-            .filter(|p| !p.is_empty())
-            .ok_or_else(|| {
-                Error::usage("NEON_PROJECT_ID is not set (backup provider `neon`)").hint(
-                    "the project id is in the Neon console under Project settings, e.g. `spring-example-302709`",
-                )
-            })?;
-        if !project_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(Error::usage(format!(
-                "NEON_PROJECT_ID `{project_id}` is not a Neon project id"
-            ))
-            .hint("use the id (e.g. `spring-example-302709`), not the project's name or URL"));
-        }
-        let raw = env("NEON_API_URL")
-            .map(|u| u.trim().to_string())
-            .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| DEFAULT_API_URL.to_string());
-        let api_url = parse_api_url(&raw)?;
-        Ok(Settings {
-            api_url,
-            api_key: ApiKey(key),
-            project_id,
-            branch: branch.filter(|b| !b.trim().is_empty()),
-            timeout,
-            request_timeout,
-        })
-    }
-}
-
 /// `NEON_API_URL`: https, or plain http to a loopback host only (so the key never crosses
 /// a network in clear text).
-fn parse_api_url(raw: &str) -> Result<Url, Error> {
+pub fn parse_api_url(raw: &str) -> Result<Url, Error> {
     let url = Url::parse(raw).map_err(|e| {
         Error::usage(format!("NEON_API_URL `{raw}` is not a URL: {e}"))
             .hint(format!("unset it to use {DEFAULT_API_URL}"))
@@ -1170,15 +1113,20 @@ mod tests {
         );
     }
 
+    fn settings(key: &str, timeout: Duration) -> Settings {
+        Settings {
+            api_url: parse_api_url(DEFAULT_API_URL).unwrap(),
+            api_key: ApiKey::new(key),
+            project_id: "spring-example-302709".into(),
+            branch: None,
+            timeout,
+            request_timeout: Duration::from_secs(1),
+        }
+    }
+
     #[test]
     fn the_key_never_formats() {
-        let env = |k: &str| match k {
-            "NEON_API_KEY" => Some("napi_secret_value_123".to_string()),
-            "NEON_PROJECT_ID" => Some("spring-example-302709".to_string()),
-            _ => None,
-        };
-        let s =
-            Settings::from_env(&env, None, Duration::from_secs(1), Duration::from_secs(1)).unwrap();
+        let s = settings("napi_secret_value_123", Duration::from_secs(1));
         assert!(!format!("{s:?}").contains("napi_secret"));
         let n = Neon::new(s).unwrap();
         assert_eq!(n.scrub("x napi_secret_value_123 y"), "x *** y");
@@ -1186,13 +1134,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_stays_within_the_cap_and_deadline() {
-        let env = |k: &str| match k {
-            "NEON_API_KEY" => Some("k".repeat(10)),
-            "NEON_PROJECT_ID" => Some("p-1".to_string()),
-            _ => None,
-        };
-        let s = Settings::from_env(&env, None, Duration::from_secs(600), Duration::from_secs(1))
-            .unwrap();
+        let s = settings(&"k".repeat(10), Duration::from_secs(600));
         let n = Neon::new(s).unwrap();
         for attempt in 1..MAX_ATTEMPTS {
             let w = n.pause(attempt, None).unwrap();

@@ -78,6 +78,7 @@ impl Deployer for CommandDeployer {
             state: None,
             previous_image: state.image,
             error: None,
+            batch: None,
         }];
         report
     }
@@ -129,6 +130,17 @@ impl Deployer for CommandDeployer {
         // After a restore, putting the newer version back would run it on the older schema.
         self.attempt(report, cmd, key, &target, state, !restored)
             .await
+    }
+
+    async fn restore_database(&self, restore: RestoreDb<'_>) -> Report {
+        // This provider cannot stop the app: the restore runs while it serves, and the
+        // version deployed stays as it is.
+        let mut report = self.report(Action::Rollback);
+        match restore.await {
+            Ok(d) => report.database = Some(d),
+            Err(e) => return report.failed(e),
+        }
+        report
     }
 }
 
@@ -211,6 +223,7 @@ impl CommandDeployer {
             state: None,
             previous_image: previous,
             error: error.as_ref().map(|e| e.message.clone()),
+            batch: None,
         }];
         report.output = Some(self.redactor.scrub(&output));
         report.error = error;

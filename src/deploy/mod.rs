@@ -15,27 +15,10 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
 
-use crate::cli::{DeployArgs, RollbackArgs};
-use crate::config::{DurationValue, Loaded};
+use crate::clock::DurationValue;
 use crate::error::Error;
 use crate::output::Outcome;
 use crate::redact::Redactor;
-
-/// How long one Machines API request may take (a `/wait` gets its own, longer limit).
-const FLY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Per machine (started and healthy) or per command, as flyctl's `--wait-timeout`.
-const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// Leases live this long unless refreshed (every third of it). Short enough that a deploy
-/// killed by CI frees its machines soon; long enough to survive a slow refresh.
-const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
-
-/// The process group `fly deploy` gives web machines.
-const DEFAULT_PROCESS_GROUP: &str = "app";
-
-/// The command provider's record of what it deployed, relative to the config file.
-const DEFAULT_STATE_FILE: &str = ".flightplan/deploy-state.json";
 
 /// `[deploy]` of flightplan.toml. Values are checked while the file is parsed, so every
 /// mistake is reported with its line.
@@ -64,6 +47,8 @@ pub enum Provider {
     Fly,
     /// Configured shell commands (other hosts, the local quick start).
     Command,
+    /// This config deploys nothing (`run` applies migrations and smoke-tests what runs).
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -123,7 +108,7 @@ fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::
 
 /// A database restore that a rollback runs while the app is stopped; its result is the
 /// report's `database` field.
-pub type RestoreDb<'a> = Pin<Box<dyn Future<Output = Result<Value, Error>> + 'a>>;
+pub type RestoreDb<'a> = Pin<Box<dyn Future<Output = Result<crate::backup::Restored, Error>> + 'a>>;
 
 /// Deploys an image and rolls back. Neither method returns early with an error: the report
 /// always says what was attempted, what changed and what was put back, failure included.
@@ -144,6 +129,11 @@ pub trait Deployer {
     /// What `deploy` of `image` would change, read-only (`run --dry-run`): the current image
     /// of each machine, `pending` where it would change. No lease, no update.
     fn preview(&self, image: Option<&str>) -> impl Future<Output = Report>;
+
+    /// The database restored while the app is stopped where the provider can stop it, then
+    /// the app started again on the image it runs now. A rollback calls this after the
+    /// images went back, so the image rollback never depends on the restore.
+    fn restore_database(&self, restore: RestoreDb<'_>) -> impl Future<Output = Report>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -202,6 +192,9 @@ pub struct MachineReport {
     /// Why this machine failed, when it is the one that did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A dry run's: the batch `deploy` would update it in (1 first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<u32>,
 }
 
 /// The result of a deploy or rollback, for every provider.
@@ -222,7 +215,7 @@ pub struct Report {
     /// The command provider's captured output.
     pub output: Option<String>,
     /// What `--restore-backup` restored, when it did.
-    pub database: Option<Value>,
+    pub database: Option<crate::backup::Restored>,
     /// A read-only preview: nothing was changed.
     pub dry_run: bool,
     pub error: Option<Error>,
@@ -283,7 +276,7 @@ impl Report {
             map.insert("output".into(), json!(o));
         }
         if let Some(d) = &self.database {
-            map.insert("database".into(), d.clone());
+            map.insert("database".into(), json!(d));
         }
         if self.dry_run {
             map.insert("dry_run".into(), json!(true));
@@ -305,6 +298,7 @@ impl Report {
         let provider = match self.provider {
             Provider::Fly => "Fly Machines",
             Provider::Command => "command",
+            Provider::None => "none",
         };
         let verdict = match (&self.error, self.reverted) {
             (None, _) if self.dry_run => "dry run, nothing changed",
@@ -355,8 +349,7 @@ impl Report {
             let _ = writeln!(
                 s,
                 "database restored from backup {} ({})",
-                d.get("backup_id").and_then(Value::as_str).unwrap_or("?"),
-                d.get("target").and_then(Value::as_str).unwrap_or("?")
+                d.backup.id, d.target
             );
         }
         if let Some(out) = &self.output
@@ -444,283 +437,13 @@ impl Deployer for Configured {
             Configured::Command(d) => d.rollback(image, restore).await,
         }
     }
-}
 
-/// The provider `[deploy]` and the environment describe, with a redactor that knows its
-/// credentials, and whether GitHub Actions runs it. Everything that can be wrong before
-/// anything is contacted is found here: exit 2.
-pub fn configure(
-    loaded: &Loaded,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(Configured, Redactor, bool), Error> {
-    let f = &loaded.file.deploy;
-    let non_empty = |k: &str| env(k).filter(|v| !v.trim().is_empty());
-    let gha = env("GITHUB_ACTIONS").as_deref() == Some("true");
-    let mut redactor = Redactor::from_env(env);
-    let wait_timeout = f.wait_timeout.unwrap_or(DEFAULT_WAIT_TIMEOUT);
-    let provider = f.provider.unwrap_or(Provider::Fly);
-    let configured = match provider {
-        Provider::Fly => {
-            let app = non_empty("FLY_APP")
-                .or_else(|| loaded.file.app.clone().filter(|a| !a.trim().is_empty()))
-                .map(|a| a.trim().to_string())
-                .ok_or_else(|| {
-                    Error::usage("no Fly app: set FLY_APP or `app` in the config file").hint(
-                        "or set [deploy] provider = \"command\" to deploy with your own commands",
-                    )
-                })?;
-            let token = non_empty("FLY_API_TOKEN").ok_or_else(|| {
-                Error::usage("FLY_API_TOKEN is not set").hint(format!(
-                    "create a token with `fly tokens create deploy -a {app}` and pass it as FLY_API_TOKEN"
-                ))
-            })?;
-            redactor.add(&token);
-            let base =
-                non_empty("FLY_API_URL").unwrap_or_else(|| crate::fly::DEFAULT_API_URL.into());
-            let group = f
-                .process_group
-                .clone()
-                .unwrap_or_else(|| DEFAULT_PROCESS_GROUP.into());
-            if group.trim().is_empty() {
-                return Err(Error::usage("[deploy] process_group is empty")
-                    .file(loaded.describe("[deploy] process_group"))
-                    .hint("name a process group of fly.toml's [processes], e.g. \"app\""));
-            }
-            let lease_ttl = f.lease_ttl.unwrap_or(DEFAULT_LEASE_TTL);
-            if lease_ttl < Duration::from_secs(3) {
-                return Err(Error::usage("[deploy] lease_ttl must be at least 3s")
-                    .file(loaded.describe("[deploy] lease_ttl"))
-                    .hint("leases are refreshed every third of their TTL; the default is 30s"));
-            }
-            let client = crate::fly::Client::new(&base, &token, FLY_TIMEOUT)?;
-            Configured::Fly(rolling::FlyDeployer {
-                api: fly::Machines::new(client, app),
-                group: group.trim().to_string(),
-                strategy: f.strategy.unwrap_or(Strategy::Rolling),
-                max_unavailable: f.max_unavailable.unwrap_or(MaxUnavailable::Count(1)),
-                wait_timeout,
-                lease_ttl,
-                redactor: redactor.clone(),
-            })
+    async fn restore_database(&self, restore: RestoreDb<'_>) -> Report {
+        match self {
+            Configured::Fly(d) => d.restore_database(restore).await,
+            Configured::Command(d) => d.restore_database(restore).await,
         }
-        Provider::Command => {
-            let non_blank = |v: &Option<String>| v.clone().filter(|c| !c.trim().is_empty());
-            let cmd = non_blank(&f.command).ok_or_else(|| {
-                Error::usage("[deploy] provider = \"command\" needs `command`")
-                    .file(loaded.describe("[deploy] command"))
-                    .hint("e.g. command = \"./deploy.sh {image}\" ({image} is replaced by the image or version)")
-            })?;
-            // The app's own secrets may show up in a command's output: scrub them too.
-            if let Some(path) = &loaded.path
-                && let Ok(text) = std::fs::read_to_string(path)
-                && let Ok(Some(contract)) = crate::preflight::Contract::parse(&text, path)
-            {
-                for var in &contract.vars {
-                    if let Some(v) = env(&var.name) {
-                        if crate::preflight::rules::is_sensitive(var) {
-                            redactor.add(&v);
-                        } else {
-                            redactor.add_url_password(&v);
-                        }
-                    }
-                }
-            }
-            let state_file = f
-                .state_file
-                .as_deref()
-                .map(|p| loaded.resolve_path(p))
-                .unwrap_or_else(|| loaded.resolve_path(std::path::Path::new(DEFAULT_STATE_FILE)));
-            let workdir = loaded
-                .path
-                .as_ref()
-                .and_then(|p| p.parent())
-                .filter(|d| !d.as_os_str().is_empty())
-                .map_or_else(|| PathBuf::from("."), PathBuf::from);
-            let app = non_empty("FLY_APP")
-                .or_else(|| loaded.file.app.clone())
-                .unwrap_or_else(|| "app".into());
-            Configured::Command(command::CommandDeployer {
-                app,
-                command: cmd,
-                rollback_command: non_blank(&f.rollback_command),
-                state_file,
-                workdir,
-                timeout: wait_timeout,
-                redactor: redactor.clone(),
-            })
-        }
-    };
-    Ok((configured, redactor, gha))
-}
-
-/// The image from `--image`, else the action's `image` input.
-fn image_arg(
-    flag: Option<&str>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<String>, Error> {
-    match flag {
-        Some(i) => validate_image(i, "--image").map(Some),
-        None => env("INPUT_IMAGE")
-            .filter(|v| !v.trim().is_empty())
-            .map(|v| validate_image(&v, "INPUT_IMAGE"))
-            .transpose(),
     }
-}
-
-/// `flightplan deploy --image REF`.
-pub async fn deploy(
-    args: &DeployArgs,
-    loaded: &Loaded,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Outcome, Error> {
-    let image = image_arg(args.image.as_deref(), env)?.ok_or_else(|| {
-        Error::usage("deploy needs the image: pass --image REF")
-            .hint("e.g. --image registry.fly.io/APP:deployment-1234 (the tag your build pushed)")
-    })?;
-    deploy_image(&image, loaded, env).await
-}
-
-/// `run`'s deploy step: `image` with the configured provider.
-pub async fn deploy_image(
-    image: &str,
-    loaded: &Loaded,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Outcome, Error> {
-    let image = validate_image(image, "--image")?;
-    let (configured, redactor, gha) = configure(loaded, env)?;
-    // Before anything else of the run reaches the log.
-    redactor.announce(gha);
-    let report = configured.deploy(&image).await;
-    Ok(report.into_outcome(&redactor))
-}
-
-/// `run --dry-run`'s deploy step: the machines (or the command target) and their current
-/// images, and which `deploy` of `image` would change. Contacts nothing but reads.
-pub async fn preview_image(
-    image: Option<&str>,
-    loaded: &Loaded,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Outcome, Error> {
-    let image = image.map(|i| validate_image(i, "--image")).transpose()?;
-    let (configured, redactor, gha) = configure(loaded, env)?;
-    redactor.announce(gha);
-    let report = configured.preview(image.as_deref()).await;
-    Ok(report.into_outcome(&redactor))
-}
-
-/// `flightplan rollback [--image REF] [--restore-backup ID --yes]`.
-pub async fn rollback(
-    args: &RollbackArgs,
-    loaded: &Loaded,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Outcome, Error> {
-    let restore_id = args
-        .restore_backup
-        .clone()
-        .or_else(|| env("INPUT_RESTORE-BACKUP"))
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty());
-    // The action's `confirm: yes` input (action.yml) means --yes.
-    let confirmed = args.yes || env("INPUT_CONFIRM").is_some_and(|v| v.trim() == "yes");
-    let image = image_arg(args.image.as_deref(), env)?;
-    rollback_to(image, restore_id, confirmed, loaded, env).await
-}
-
-/// `run`'s automatic rollback after a failed smoke test: every machine back to its previous
-/// image; with `restore`, the database is restored from that backup while the app is
-/// stopped (`[rollback] restore_database = true` is the confirmation).
-pub async fn rollback_previous(
-    loaded: &Loaded,
-    env: &dyn Fn(&str) -> Option<String>,
-    restore: Option<&str>,
-) -> Result<Outcome, Error> {
-    rollback_to(None, restore.map(str::to_string), true, loaded, env).await
-}
-
-async fn rollback_to(
-    image: Option<String>,
-    restore_id: Option<String>,
-    confirmed: bool,
-    loaded: &Loaded,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Outcome, Error> {
-    let backup = match &restore_id {
-        Some(id) => Some((backup_settings(id, confirmed, loaded, env)?, id.clone())),
-        None => None,
-    };
-    let (configured, redactor, gha) = configure(loaded, env)?;
-    redactor.announce(gha);
-    if let Some((settings, id)) = &backup {
-        find_backup(settings, id).await.map_err(|mut e| {
-            e.message = format!("{}; nothing was changed", e.message);
-            redactor.scrub_error(&mut e);
-            e
-        })?;
-    }
-    let restore: Option<RestoreDb<'_>> = backup.as_ref().map(|(settings, id)| {
-        Box::pin(async move {
-            let r = crate::backup::restore(settings, id).await?;
-            Ok(json!({
-                "backup_id": r.backup.id,
-                "backup_name": r.backup.name,
-                "provider": r.backup.provider,
-                "target": r.target,
-                "preserved": r.preserved,
-            }))
-        }) as RestoreDb<'_>
-    });
-    let report = configured.rollback(image.as_deref(), restore).await;
-    Ok(report.into_outcome(&redactor))
-}
-
-/// Looks the backup up before any machine is stopped: a mistyped id must not cost downtime.
-async fn find_backup(settings: &crate::backup::Settings, id: &str) -> Result<(), Error> {
-    use crate::backup::{Provider as _, Target};
-    match &settings.target {
-        Target::Neon(n) => crate::backup::neon::Neon::new(n.clone())?
-            .find(id)
-            .await
-            .map(drop),
-        Target::PgDump(p) => crate::backup::pg_dump::PgDump::new((**p).clone())
-            .find(id)
-            .await
-            .map(drop),
-        Target::None => Ok(()),
-    }
-}
-
-/// The backup settings for `--restore-backup`, checked before anything is contacted.
-fn backup_settings(
-    id: &str,
-    confirmed: bool,
-    loaded: &Loaded,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<crate::backup::Settings, Error> {
-    if !confirmed {
-        return Err(Error::usage(format!(
-            "--restore-backup {id} discards every database write made since that backup: pass --yes to confirm"
-        ))
-        .hint("without --restore-backup, only the machines go back and the database stays as it is"));
-    }
-    // The backup command's own flags, at their defaults: `[backup]` and the environment
-    // decide, as for `flightplan backup restore`.
-    #[derive(clap::Parser)]
-    struct Defaults {
-        #[command(flatten)]
-        args: crate::cli::BackupArgs,
-    }
-    let mut defaults = <Defaults as clap::Parser>::try_parse_from(["rollback"])
-        .map_err(|e| Error::usage(format!("cannot read the backup settings: {e}")))?;
-    defaults.args.database_url = env("DATABASE_URL").filter(|u| !u.trim().is_empty());
-    let settings = crate::backup::settings(&defaults.args, loaded, env)?;
-    if settings.provider_name() == "none" {
-        return Err(Error::usage(format!(
-            "--restore-backup {id}: backups are off ([backup] provider = \"none\"), so there is nothing to restore"
-        ))
-        .file(loaded.describe("[backup] provider"))
-        .hint("set [backup] provider to neon or pg_dump, or roll back without --restore-backup"));
-    }
-    Ok(settings)
 }
 
 #[cfg(test)]

@@ -36,6 +36,8 @@ enum Target<'a> {
     Image(&'a str),
     /// Each machine to the image in its `flightplan_previous_image` metadata.
     Previous,
+    /// Each machine stays on the image it runs (a database restore between stop and start).
+    Current,
 }
 
 /// Our lease nonces by machine id. Shared by the work and the refresher running beside it.
@@ -95,6 +97,11 @@ impl Deployer for FlyDeployer {
         let target = image.map_or(Target::Previous, Target::Image);
         self.run(Action::Rollback, target, restore).await
     }
+
+    async fn restore_database(&self, restore: RestoreDb<'_>) -> Report {
+        self.run(Action::Rollback, Target::Current, Some(restore))
+            .await
+    }
 }
 
 impl FlyDeployer {
@@ -125,6 +132,15 @@ impl FlyDeployer {
                 r
             })
             .collect();
+        // The batches `deploy` would update them in, as it would form them.
+        let todo: Vec<usize> = (0..report.machines.len())
+            .filter(|&i| report.machines[i].status == MachineStatus::Pending)
+            .collect();
+        for (n, batch) in self.batches(&todo, listed.len()).iter().enumerate() {
+            for &i in batch {
+                report.machines[i].batch = Some(n as u32 + 1);
+            }
+        }
         report
     }
 
@@ -473,6 +489,7 @@ impl FlyDeployer {
             let current = e.before.image().unwrap_or_default().to_string();
             let wanted = match target {
                 Target::Image(i) => i.to_string(),
+                Target::Current => current.clone(),
                 Target::Previous => match e.before.metadata(PREVIOUS_IMAGE_KEY) {
                     Some(p) if !p.trim().is_empty() => p.trim().to_string(),
                     _ => {
@@ -498,7 +515,7 @@ impl FlyDeployer {
                 "name the image to go to: `flightplan rollback --image REF` (`fly releases --image -a {app}` lists earlier images)"
             )));
         }
-        if let Target::Previous = target {
+        if let Target::Previous | Target::Current = target {
             let images: BTreeSet<&str> = entries.iter().map(|e| e.target_image.as_str()).collect();
             report.image = (images.len() == 1)
                 .then(|| images.into_iter().next().unwrap_or_default().to_string());
@@ -805,6 +822,7 @@ impl FlyDeployer {
                     state: Some(seen.state.clone()).filter(|s| !s.is_empty()),
                     previous_image: e.before.image().map(str::to_string),
                     error: e.error.clone(),
+                    batch: None,
                 }
             })
             .collect();
@@ -844,6 +862,7 @@ fn untouched(m: &Machine, error: Option<String>) -> MachineReport {
         state: Some(m.state.clone()).filter(|s| !s.is_empty()),
         previous_image: m.image().map(str::to_string),
         error,
+        batch: None,
     }
 }
 

@@ -199,8 +199,9 @@ async fn build_expected(
     result
 }
 
-/// `migrate drift`: exit 1 when the database differs from what its applied files build.
-pub async fn drift(s: &Settings) -> Result<Outcome, Error> {
+/// The differences between the database and what its applied files build (a scratch
+/// database, always dropped), and how many files were compared.
+pub async fn compare(s: &Settings) -> Result<(Vec<Drift>, usize), Error> {
     let source = load(s)?;
     let mut conn = s.url.connect(s.connect_timeout).await?;
     let ledger = super::Ledger::read(&mut conn, s.layout, &s.table).await?;
@@ -221,11 +222,16 @@ pub async fn drift(s: &Settings) -> Result<Outcome, Error> {
     }
     .await;
     super::apply::close(conn).await;
-    let drift = result?;
-    let text = render(&drift);
+    Ok((result?, applied.migrations.len()))
+}
+
+/// `migrate drift`'s result: exit 1 when the database differs from what its applied files
+/// build.
+pub fn outcome(drift: &[Drift], compared: usize) -> Outcome {
+    let text = render(drift);
     let mut json = serde_json::Map::new();
     json.insert("drift".into(), json!(drift));
-    json.insert("compared_files".into(), json!(applied.migrations.len()));
+    json.insert("compared_files".into(), json!(compared));
     let mut out = Outcome::new(drift.is_empty(), json, text);
     if !drift.is_empty() {
         out.error = Some(
@@ -233,7 +239,7 @@ pub async fn drift(s: &Settings) -> Result<Outcome, Error> {
                 .hint("something changed the schema outside migrations (db:push, a hand-run ALTER): write a migration that makes the change explicit, or revert it"),
         );
     }
-    Ok(out)
+    out
 }
 
 fn applied_only(source: &Source, ledger: &super::Ledger) -> Source {

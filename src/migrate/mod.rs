@@ -190,6 +190,101 @@ impl Status {
     }
 }
 
+/// A pending file, as `run`'s plan shows it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct PendingFile {
+    pub filename: String,
+    /// Runs in its own transaction (`false`: `-- no-transaction`).
+    pub transaction: bool,
+    pub checksum: String,
+}
+
+/// What `apply` would do, read from the live ledger without changing it.
+#[derive(Debug)]
+pub struct Pending {
+    pub files: Vec<PendingFile>,
+    /// Files applied before: nothing to do for them.
+    pub applied: usize,
+    /// Why `apply` would refuse (a modified or failed file, an unsafe pending one).
+    pub blocker: Option<Error>,
+}
+
+/// The pending files, in order, from the live ledger (read-only).
+pub async fn pending(s: &Settings) -> Result<Pending, Error> {
+    let source = load(s)?;
+    let ledger = read_only(s).await?;
+    let st = Status::of(&source, &ledger);
+    let blocker = st
+        .integrity_error(&source, &ledger)
+        .or_else(|| st.failed_error(&source))
+        .or_else(|| pending_lint(&source, &st));
+    let files = st
+        .pending_names
+        .iter()
+        .filter_map(|n| source.get(n))
+        .map(|m| PendingFile {
+            filename: m.filename.clone(),
+            transaction: !m.no_transaction,
+            checksum: m.checksum.clone(),
+        })
+        .collect();
+    Ok(Pending {
+        files,
+        applied: st.applied.len(),
+        blocker,
+    })
+}
+
+/// One file `apply` ran.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct AppliedFile {
+    pub filename: String,
+    pub duration_ms: i64,
+}
+
+/// What `apply` did: the files it applied (also when a later one failed) and the error.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub files: Vec<AppliedFile>,
+    /// Files that were already applied.
+    pub skipped: u64,
+    pub error: Option<Error>,
+    /// The command's own JSON fields, for the log.
+    pub json: serde_json::Map<String, Value>,
+}
+
+/// `migrate apply` for `run`: the typed result.
+pub async fn apply_pending(s: &Settings) -> Applied {
+    match apply(s, false).await {
+        Ok(out) => {
+            #[derive(serde::Deserialize, Default)]
+            struct Fields {
+                #[serde(default)]
+                applied: Vec<AppliedFile>,
+                #[serde(default)]
+                skipped: u64,
+            }
+            let f: Fields =
+                serde_json::from_value(Value::Object(out.json.clone())).unwrap_or_default();
+            let error = match (out.ok, out.error) {
+                (_, Some(e)) => Some(e),
+                (false, None) => Some(Error::failure("migrate apply failed")),
+                (true, None) => None,
+            };
+            Applied {
+                files: f.applied,
+                skipped: f.skipped,
+                error,
+                json: out.json,
+            }
+        }
+        Err(e) => Applied {
+            error: Some(e),
+            ..Applied::default()
+        },
+    }
+}
+
 /// `migrate status`: read-only; exit 0 whatever it finds.
 pub async fn status(s: &Settings) -> Result<Outcome, Error> {
     let source = load(s)?;
@@ -291,7 +386,8 @@ pub async fn apply(s: &Settings, retry_failed: bool) -> Result<Outcome, Error> {
 
 /// `migrate drift`.
 pub async fn drift(s: &Settings) -> Result<Outcome, Error> {
-    drift::drift(s).await
+    let (drift, compared) = drift::compare(s).await?;
+    Ok(drift::outcome(&drift, compared))
 }
 
 /// `migrate adopt [--yes]`.

@@ -8,14 +8,9 @@ pub mod report;
 pub mod rules;
 
 use std::collections::HashSet;
-use std::path::PathBuf;
-use std::time::Duration;
 
-use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::cli::CheckEnvArgs;
-use crate::config::Loaded;
 use crate::error::Error;
 use crate::fly;
 use crate::output::Outcome;
@@ -26,85 +21,99 @@ use self::dotenv::EnvFile;
 use self::placeholder::Detector;
 use self::rules::Check;
 
-/// How long one Machines API request may take.
-const FLY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The action's inputs for this command (`INPUT_<NAME>`, hyphens kept by the runner).
-/// Flags win over them.
-#[derive(Debug, Default, Deserialize)]
-struct ActionInputs {
-    #[serde(rename = "env-file", alias = "env_file")]
-    env_file: Option<String>,
-    fly: Option<String>,
+/// The Fly app whose secrets `--fly` audits, and the client that asks.
+pub struct FlyAudit {
+    pub app: String,
+    pub client: fly::Client,
 }
 
-/// The GitHub Actions context variables this command reads.
-#[derive(Debug, Default, Deserialize)]
-struct GithubContext {
-    github_actions: Option<String>,
+/// What the check found: every rule's result, where the values came from, and the Fly
+/// audit's answer.
+pub struct Checked {
+    pub checks: Vec<Check>,
+    pub context: Vec<String>,
+    pub contract_path: String,
+    pub env_file: Option<String>,
+    /// The Fly audit: the app, how many secrets it has, and the request id.
+    pub fly: Option<FlyResult>,
+    /// The audit could not ask Fly (the checks above still ran).
+    pub error: Option<Error>,
+    pub redactor: Redactor,
 }
 
-/// Where the Fly audit asks, resolved before anything is contacted.
-struct FlySettings {
-    app: String,
-    client: fly::Client,
+pub struct FlyResult {
+    pub app: String,
+    pub secrets: Option<usize>,
+    pub request_id: Option<String>,
 }
 
-/// Reads a fixed set of variables with envy, through the injected lookup.
-fn from_env<T: for<'de> Deserialize<'de>>(
-    env: &dyn Fn(&str) -> Option<String>,
-    prefix: &str,
-    keys: &[&str],
-) -> Result<T, Error> {
-    let pairs = keys
-        .iter()
-        .filter_map(|k| env(&format!("{prefix}{k}")).map(|v| (format!("{prefix}{k}"), v)));
-    envy::prefixed(prefix)
-        .from_iter(pairs)
-        .map_err(|e| Error::usage(format!("cannot read {prefix}* variables: {e}")))
-}
+impl Checked {
+    /// Every error-level rule passed and the audit (when asked for) ran.
+    pub fn ok(&self) -> bool {
+        !self.checks.iter().any(Check::is_failure) && self.error.is_none()
+    }
 
-/// `flightplan check-env [--env-file FILE] [--fly]`.
-pub async fn check_env(
-    args: &CheckEnvArgs,
-    loaded: &Loaded,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Outcome, Error> {
-    let ctx: GithubContext = from_env(env, "", &["GITHUB_ACTIONS"])?;
-    let gha = ctx.github_actions.as_deref() == Some("true");
-    let inputs: ActionInputs = from_env(env, "INPUT_", &["ENV-FILE", "ENV_FILE", "FLY"])?;
-    let env_file_path = args.env_file.clone().or_else(|| {
-        inputs
-            .env_file
-            .as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from)
-    });
-    let use_fly = args.fly
-        || match inputs.fly.as_deref().map(str::trim) {
-            None | Some("" | "false") => false,
-            Some("true") => true,
-            Some(other) => {
-                return Err(Error::usage(format!(
-                    "INPUT_FLY is `{other}`; it must be true or false"
-                ))
-                .hint("set the action's `fly` input to true or false"));
-            }
+    /// "environment check failed: SESSION_SECRET (too short), …".
+    pub fn failure_message(&self) -> String {
+        let bad: Vec<String> = self
+            .checks
+            .iter()
+            .filter(|c| c.is_failure())
+            .map(|c| format!("{} ({})", c.name, c.message))
+            .collect();
+        self.redactor
+            .scrub(&format!("environment check failed: {}", bad.join(", ")))
+    }
+
+    /// The command's result: the table for people, the JSON fields, scrubbed.
+    pub fn to_outcome(&self) -> Outcome {
+        let mut json_fields = report::json(&self.checks);
+        json_fields.insert("contract".into(), json!(self.contract_path));
+        json_fields.insert("env_file".into(), json!(self.env_file));
+        json_fields.insert(
+            "fly".into(),
+            match &self.fly {
+                None => Value::Null,
+                Some(f) => match &self.error {
+                    Some(e) => json!({ "app": f.app, "error": e.message }),
+                    None => {
+                        json!({ "app": f.app, "secrets": f.secrets, "request_id": f.request_id })
+                    }
+                },
+            },
+        );
+        let mut doc = Value::Object(json_fields);
+        self.redactor.scrub_json(&mut doc);
+        let Value::Object(json_fields) = doc else {
+            unreachable!("scrub_json keeps the shape")
         };
+        let text = self
+            .redactor
+            .scrub(&report::text(&self.checks, &self.context));
+        let mut outcome = Outcome::new(self.ok(), json_fields, text);
+        if let Some(e) = &self.error {
+            let mut e = e.clone();
+            self.redactor.scrub_error(&mut e);
+            outcome.error = Some(e);
+        }
+        outcome
+    }
+}
 
-    // Everything that can be wrong before looking at a value: exit 2.
-    let (contract, config_path) = load_contract(loaded)?;
+/// Checks the contract against `env` (the process environment) and the env file, and
+/// audits the Fly app's secrets when asked. Values are never printed: each secret is
+/// masked (announced inside Actions) before anything else is.
+pub async fn check(
+    contract: &Contract,
+    contract_path: &str,
+    fly_audit: Option<&FlyAudit>,
+    env: &dyn Fn(&str) -> Option<String>,
+    file: Option<&EnvFile>,
+    mut redactor: Redactor,
+    gha: bool,
+) -> Checked {
     let detector = Detector::new(&contract.placeholders);
-    let file = env_file_path.as_deref().map(EnvFile::read).transpose()?;
-    let fly_settings = if use_fly {
-        Some(fly_settings(loaded, env)?)
-    } else {
-        None
-    };
-
-    let values = rules::resolve(&contract, env, file.as_ref());
-    let mut redactor = Redactor::from_env(env);
+    let values = rules::resolve(contract, env, file);
     for var in &contract.vars {
         if let Some(v) = values.get(&var.name).and_then(rules::Lookup::value) {
             if rules::is_sensitive(var) {
@@ -117,14 +126,14 @@ pub async fn check_env(
     // Before anything else of the run reaches the log.
     redactor.announce(gha);
 
-    let mut checks = rules::evaluate(&contract, &values, &detector);
+    let mut checks = rules::evaluate(contract, &values, &detector);
     let mut context = vec![format!(
         "contract: {} ({} variables, {} groups)",
-        config_path,
+        contract_path,
         contract.vars.len(),
         contract.groups.len()
     )];
-    context.push(match &file {
+    context.push(match file {
         Some(f) => format!(
             "values: process environment, then {} ({} variables)",
             f.path,
@@ -132,9 +141,9 @@ pub async fn check_env(
         ),
         None => "values: process environment".into(),
     });
-    let mut fly_json = Value::Null;
+    let mut fly = None;
     let mut error = None;
-    if let Some(fs) = &fly_settings {
+    if let Some(fs) = fly_audit {
         match fs.client.list_secrets(&fs.app).await {
             Ok(answer) => {
                 let names: HashSet<String> = answer.body.iter().map(|s| s.name.clone()).collect();
@@ -148,11 +157,11 @@ pub async fn check_env(
                         .map(|id| format!(" (request {id})"))
                         .unwrap_or_default()
                 ));
-                checks.extend(rules::audit_fly(&contract, &values, &names, &fs.app));
-                fly_json = json!({
-                    "app": fs.app,
-                    "secrets": names.len(),
-                    "request_id": answer.request_id,
+                checks.extend(rules::audit_fly(contract, &values, &names, &fs.app));
+                fly = Some(FlyResult {
+                    app: fs.app.clone(),
+                    secrets: Some(names.len()),
+                    request_id: answer.request_id,
                 });
             }
             Err(e) => {
@@ -160,75 +169,27 @@ pub async fn check_env(
                     "Fly app `{}`: the secrets audit did not run (see the error)",
                     fs.app
                 ));
-                fly_json = json!({ "app": fs.app, "error": e.message });
+                fly = Some(FlyResult {
+                    app: fs.app.clone(),
+                    secrets: None,
+                    request_id: e.request_id.clone(),
+                });
                 error = Some(e);
             }
         }
     }
-
     if gha {
-        annotate(&checks, &config_path, &redactor);
+        annotate(&checks, contract_path, &redactor);
     }
-    let ok = !checks.iter().any(Check::is_failure) && error.is_none();
-    let mut json_fields = report::json(&checks);
-    json_fields.insert("contract".into(), json!(config_path));
-    json_fields.insert("env_file".into(), json!(file.as_ref().map(|f| &f.path)));
-    json_fields.insert("fly".into(), fly_json);
-    let mut doc = Value::Object(json_fields);
-    redactor.scrub_json(&mut doc);
-    let Value::Object(json_fields) = doc else {
-        unreachable!("scrub_json keeps the shape")
-    };
-    let text = redactor.scrub(&report::text(&checks, &context));
-    let mut outcome = Outcome::new(ok, json_fields, text);
-    if let Some(mut e) = error {
-        redactor.scrub_error(&mut e);
-        outcome.error = Some(e);
+    Checked {
+        checks,
+        context,
+        contract_path: contract_path.to_string(),
+        env_file: file.map(|f| f.path.clone()),
+        fly,
+        error,
+        redactor,
     }
-    Ok(outcome)
-}
-
-/// The `[env]` section, re-read with positions so mistakes are reported with their line.
-fn load_contract(loaded: &Loaded) -> Result<(Contract, String), Error> {
-    let Some(path) = &loaded.path else {
-        return Err(Error::usage(
-            "check-env needs a config file with an [env] section, and none was found",
-        )
-        .hint("pass --config FILE, set FLIGHTPLAN_CONFIG, or create ./flightplan.toml; see docs/check-env.md"));
-    };
-    let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Error::usage(format!("cannot read config file {shown}: {e}")).file(shown.clone())
-    })?;
-    match Contract::parse(&text, path)? {
-        Some(c) if !c.vars.is_empty() => Ok((c, shown)),
-        _ => Err(Error::usage(format!("{shown} has no [env] variables: nothing to check"))
-            .file(shown)
-            .hint("add one table per variable, e.g. [env.SESSION_SECRET] required = true, secret = true, min_length = 32; see docs/check-env.md")),
-    }
-}
-
-/// The app, token and API URL for `--fly`; a missing one is a usage error (exit 2).
-fn fly_settings(
-    loaded: &Loaded,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<FlySettings, Error> {
-    let non_empty = |k: &str| env(k).filter(|v| !v.trim().is_empty());
-    let app = non_empty("FLY_APP")
-        .or_else(|| loaded.file.app.clone().filter(|a| !a.trim().is_empty()))
-        .ok_or_else(|| {
-            Error::usage("--fly needs the Fly app's name: set FLY_APP or `app` in the config file")
-        })?;
-    let token = non_empty("FLY_API_TOKEN").ok_or_else(|| {
-        Error::usage("--fly needs FLY_API_TOKEN").hint(format!(
-            "create a token with `fly tokens create deploy -a {app}` and pass it as FLY_API_TOKEN"
-        ))
-    })?;
-    let base = non_empty("FLY_API_URL").unwrap_or_else(|| fly::DEFAULT_API_URL.into());
-    Ok(FlySettings {
-        client: fly::Client::new(&base, &token, FLY_TIMEOUT)?,
-        app: app.trim().to_string(),
-    })
 }
 
 /// Inside GitHub Actions, one annotation per failed or warned check, at its contract line.

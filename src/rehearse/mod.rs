@@ -21,18 +21,20 @@ use self::copy::Live;
 use crate::backup::Label;
 use crate::cli::{BackupArgs, RehearseArgs};
 use crate::clock::Utc;
+use crate::config::ReportFile;
 use crate::config::{BackupProvider, DurationValue, Loaded};
 use crate::db::{DatabaseUrl, quote_literal};
 use crate::error::{Error, Kind};
 use crate::migrate::{self, Migration, Source};
 use crate::output::Outcome;
-use crate::pipeline::{self, Recorder, ReportFile};
+use crate::pipeline::{self, Recorder};
 use crate::redact::Redactor;
 use crate::report::log::{
     DeploymentLog, DriftRecord, FileError, LockRecord, Rehearsal, RehearsalWarning, RehearsedFile,
     Status, StepStatus, TableRows, Verdict,
 };
 use crate::report::{actions, rehearsal as render};
+use crate::settings::Sources;
 
 type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
@@ -90,8 +92,14 @@ struct Ctx<'a> {
 
 /// `flightplan rehearse [--keep]`.
 pub async fn run(args: &RehearseArgs, loaded: &Loaded, env: Env<'_>) -> Result<Outcome, Error> {
-    let file: RehearseFile = pipeline::section(loaded, &loaded.file.rehearse, "rehearse")?;
-    let report: ReportFile = pipeline::section(loaded, &loaded.file.report, "report")?;
+    let mut args = args.clone();
+    if args.migrate.database_url.is_none() {
+        args.migrate.database_url = env("DATABASE_URL").filter(|u| !u.trim().is_empty());
+    }
+    let args = &args;
+    let file: RehearseFile =
+        Sources::new(loaded, env).section(&loaded.file.rehearse, "rehearse")?;
+    let report: ReportFile = loaded.file.report.clone();
     let expires_in = match (&args.expires_in, &file.expires_in) {
         (Some(v), _) => crate::config::parse_duration(v)
             .map_err(|e| Error::usage(format!("--expires-in: {e}")))?,
@@ -110,7 +118,7 @@ pub async fn run(args: &RehearseArgs, loaded: &Loaded, env: Env<'_>) -> Result<O
     }
     let gha = env("GITHUB_ACTIONS").as_deref() == Some("true");
     let mut redactor = Redactor::from_env(env);
-    for name in pipeline::contract_secrets(loaded) {
+    for name in pipeline::contract_secrets(loaded, env) {
         if let Some(v) = env(&name) {
             redactor.add(&v);
         }
@@ -196,7 +204,7 @@ fn decide(
         ));
     }
     // Usage errors of the migrate settings (no DATABASE_URL, a pooled URL, a bad flag) first.
-    crate::migrate_settings(&args.migrate, loaded, env)?;
+    Sources::new(loaded, env).migrate(&args.migrate)?;
     let set = |k: &str| env(k).is_some_and(|v| !v.trim().is_empty());
     let provider = loaded
         .file
@@ -216,7 +224,7 @@ fn decide(
         database_url: args.migrate.database_url.clone(),
         dir: None,
     };
-    match crate::backup::settings(&backup_args, loaded, env) {
+    match Sources::new(loaded, env).backup(&backup_args) {
         Ok(s) => match s.target {
             crate::backup::Target::Neon(ns) => Ok(Route::Neon(ns)),
             _ => Ok(Route::Scratch),
@@ -261,7 +269,7 @@ async fn rehearse(ctx: &Ctx<'_>, args: &RehearseArgs, route: Route) {
         r.reason = why.clone();
         return;
     }
-    let ms = match crate::migrate_settings(&args.migrate, ctx.loaded, ctx.env) {
+    let ms = match Sources::new(ctx.loaded, ctx.env).migrate(&args.migrate) {
         Ok(ms) => ms,
         Err(e) => {
             set_verdict(ctx, Verdict::Error, e.message);
@@ -344,7 +352,7 @@ async fn rehearse(ctx: &Ctx<'_>, args: &RehearseArgs, route: Route) {
         set_verdict(ctx, Verdict::PlanOnly, why.clone());
         return;
     }
-    let label = Label::now(ctx.env);
+    let label = Label::now(ctx.env("GITHUB_SHA").as_deref());
     let raw = args.migrate.database_url.clone().unwrap_or_default();
     ctx.state.borrow_mut().begin("copy");
     let made = match &route {
@@ -1128,10 +1136,9 @@ async fn finish(ctx: &Ctx<'_>) -> Result<Outcome, Error> {
         .await;
     }
     // The summary's own render is chosen by the log's command (markdown::summary).
-    pipeline::write_summary_and_log(
+    pipeline::write_rehearsal(
         &mut log,
         ctx.loaded,
-        &ctx.report,
         ctx.env,
         &log_path,
         crate::report::markdown::summary,

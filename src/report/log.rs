@@ -51,6 +51,8 @@ pub enum StepStatus {
     Skipped,
     /// Interrupted while running.
     Interrupted,
+    /// A dry run's (or a pull request's) step: what would happen; nothing ran.
+    Planned,
 }
 
 impl StepStatus {
@@ -60,6 +62,7 @@ impl StepStatus {
             StepStatus::Failed => "❌",
             StepStatus::Skipped => "⏭️",
             StepStatus::Interrupted => "⛔",
+            StepStatus::Planned => "📝",
         }
     }
 }
@@ -190,6 +193,9 @@ pub struct DeploymentLog {
     /// Where the rendered outputs went (summary file, PR comment, deployment).
     #[serde(default)]
     pub outputs: Vec<String>,
+    /// The plan the run was built from: what each phase would do, before it did it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanRecord>,
     /// `rehearse`: the pending migrations tried on a copy of production. Absent from
     /// every other command's log, and from logs written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -222,6 +228,7 @@ impl DeploymentLog {
             issues: Vec::new(),
             resolution: None,
             outputs: Vec::new(),
+            plan: None,
             rehearsal: None,
         }
     }
@@ -239,6 +246,55 @@ impl DeploymentLog {
             _ => None,
         }
     }
+}
+
+/// The plan of a run, as the log keeps it: every phase in order with what it will do (or
+/// why it is left out), the files, machines and checks it will touch, and where the report
+/// goes. A dry run's whole result; a real run's record of what it set out to do.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlanRecord {
+    /// `deploy`, `dry run` or `pull request` (plans only: a pull request never deploys).
+    pub mode: String,
+    pub phases: Vec<PlannedPhase>,
+    /// The pending files, in the order they would apply; `None` when the ledger was not read.
+    #[serde(default)]
+    pub pending: Option<Vec<PlannedFile>>,
+    #[serde(default)]
+    pub machines: Vec<PlannedMachine>,
+    /// What could not be planned, and why (a fork's pull request has no secrets).
+    #[serde(default)]
+    pub unplanned: Vec<String>,
+}
+
+/// One phase of the plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedPhase {
+    pub name: String,
+    /// `false`: left out, and `what` says why.
+    pub runs: bool,
+    /// What it will do, in one line.
+    pub what: String,
+    /// Its targets and settings, one per line.
+    #[serde(default)]
+    pub details: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedFile {
+    pub filename: String,
+    pub transaction: bool,
+    pub checksum: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedMachine {
+    pub id: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// The image it runs now.
+    pub image: Option<String>,
+    /// The batch it would be updated in (1 first); `None` when it is already on the image.
+    pub batch: Option<u32>,
 }
 
 /// What a rehearsal concluded, in the order a reviewer cares about.

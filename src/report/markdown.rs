@@ -116,6 +116,70 @@ pub(super) fn phases(log: &DeploymentLog, out: &mut String) {
     out.push('\n');
 }
 
+/// The plan, phase by phase, then the files and machines it touches: a dry run's result.
+pub fn plan(p: &crate::report::log::PlanRecord) -> String {
+    let mut out = format!("### Plan ({})\n\n", p.mode);
+    for (i, ph) in p.phases.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "{}. **{}**: {}{}",
+            i + 1,
+            ph.name,
+            if ph.runs { "" } else { "_left out_: " },
+            ph.what
+        );
+        for d in &ph.details {
+            let _ = writeln!(out, "   - {d}");
+        }
+    }
+    out.push('\n');
+    match &p.pending {
+        Some(files) if files.is_empty() => out.push_str("No pending migration files.\n\n"),
+        Some(files) => {
+            out.push_str("| # | Pending file | Mode | Checksum |\n|---|---|---|---|\n");
+            for (i, f) in files.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "| {} | `{}` | {} | `{}` |",
+                    i + 1,
+                    f.filename,
+                    if f.transaction {
+                        "transaction"
+                    } else {
+                        "no-transaction"
+                    },
+                    f.checksum.get(..12).unwrap_or(&f.checksum)
+                );
+            }
+            out.push('\n');
+        }
+        None => {}
+    }
+    if !p.machines.is_empty() {
+        out.push_str("| Machine | Region | Image now | Batch |\n|---|---|---|---|\n");
+        for m in &p.machines {
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | `{}` | {} |",
+                m.id,
+                m.region.as_deref().unwrap_or(""),
+                m.image.as_deref().unwrap_or("?"),
+                m.batch
+                    .map_or_else(|| "already on it".to_string(), |b| b.to_string())
+            );
+        }
+        out.push('\n');
+    }
+    if !p.unplanned.is_empty() {
+        out.push_str("**Not planned:**\n");
+        for u in &p.unplanned {
+            let _ = writeln!(out, "- {u}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// A Mermaid gantt chart of the phases: where the time went, at a glance.
 pub fn timeline(log: &DeploymentLog) -> String {
     let mut out = String::from(
@@ -125,7 +189,7 @@ pub fn timeline(log: &DeploymentLog) -> String {
         let tag = match s.status {
             StepStatus::Ok => "done",
             StepStatus::Failed | StepStatus::Interrupted => "crit",
-            StepStatus::Skipped => continue,
+            StepStatus::Skipped | StepStatus::Planned => continue,
         };
         // Zero-length tasks vanish: give every phase at least a visible sliver.
         let end = s.started_ms + s.duration_ms.max(1);
@@ -382,7 +446,16 @@ fn summary_with(log: &DeploymentLog, limit: usize) -> String {
     let mut out = String::new();
     header(log, &mut out);
     phases(log, &mut out);
-    if log.steps.iter().any(|s| s.status != StepStatus::Skipped) {
+    if let Some(p) = &log.plan
+        && log.status == crate::report::log::Status::DryRun
+    {
+        out.push_str(&plan(p));
+    }
+    if log
+        .steps
+        .iter()
+        .any(|s| !matches!(s.status, StepStatus::Skipped | StepStatus::Planned))
+    {
         out.push_str(&timeline(log));
         out.push('\n');
     }
@@ -412,7 +485,14 @@ pub fn comment(log: &DeploymentLog) -> String {
     migrations(log, &mut out, 30);
     smoke(log, &mut out);
     if log.status == Status::DryRun {
-        out.push_str("_Dry run: nothing was changed._\n\n");
+        if let Some(p) = &log.plan {
+            out.push_str(&plan(p));
+        }
+        out.push_str(if log.context.trigger.as_deref().is_some_and(|t| t.starts_with("pull_request")) {
+            "_A pull request never deploys: this is the plan, and nothing was changed. It runs on the merge to main._\n\n"
+        } else {
+            "_Dry run: nothing was changed._\n\n"
+        });
     }
     if out.len() > COMMENT_LIMIT - COMMENT_MARKER.len() - 100 {
         let mut cut = COMMENT_LIMIT - COMMENT_MARKER.len() - 100;

@@ -6,12 +6,15 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use serde::{Deserialize, Deserializer};
 
-use crate::config::parse_duration;
+use crate::clock::parse_duration;
 
 /// `[smoke]`: the warm-up deadline, the checks, the login flow.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmokeFile {
+    /// `false`: `run` deploys without smoke tests (said so in the log). Default: on, and a
+    /// run without an app URL is refused.
+    pub enabled: Option<bool>,
     /// Warm-up deadline per check: retries stop when it has passed.
     #[serde(default, deserialize_with = "opt_duration")]
     pub timeout: Option<Duration>,

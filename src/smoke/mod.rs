@@ -404,6 +404,45 @@ fn is_var_name(s: &str) -> bool {
 /// Runs the login and the checks (warm-up retries included), then the watch window when
 /// asked for and the checks passed. Every text that leaves here is scrubbed of secrets.
 pub async fn run(s: &Settings) -> Result<Outcome, Error> {
+    Ok(check(s).await?.to_outcome(s))
+}
+
+/// What the smoke phase found: each check's report and the watch window's.
+#[derive(Debug)]
+pub struct Smoked {
+    pub checks: Vec<CheckReport>,
+    pub watch: Option<WatchReport>,
+    pub ok: bool,
+    /// Why it failed, scrubbed.
+    pub error: Option<Error>,
+}
+
+impl Smoked {
+    /// The command's result: the JSON fields and the report for people, scrubbed.
+    pub fn to_outcome(&self, s: &Settings) -> Outcome {
+        let mut doc = serde_json::Map::new();
+        doc.insert("url".into(), json!(s.base.as_str()));
+        doc.insert("checks".into(), json!(self.checks));
+        if let Some(w) = &self.watch {
+            doc.insert("watch".into(), json!(w));
+        }
+        let mut doc = Value::Object(doc);
+        s.redactor.scrub_json(&mut doc);
+        let Value::Object(doc) = doc else {
+            unreachable!("a scrubbed object stays an object")
+        };
+        let text = s
+            .redactor
+            .scrub(&render(&s.base, &self.checks, self.watch.as_ref(), self.ok));
+        let mut outcome = Outcome::new(self.ok, doc, text);
+        outcome.error = self.error.clone();
+        outcome
+    }
+}
+
+/// Runs the login and the checks (warm-up retries included), then the watch window when
+/// asked for and the checks passed.
+pub async fn check(s: &Settings) -> Result<Smoked, Error> {
     s.redactor.announce(s.gha);
     let jar = Arc::new(reqwest::cookie::Jar::default());
     let client = reqwest::Client::builder()
@@ -476,29 +515,17 @@ pub async fn run(s: &Settings) -> Result<Outcome, Error> {
         None => None,
     };
     let ok = checks_ok && watch.as_ref().is_none_or(|w| w.ok);
-
-    let mut doc = serde_json::Map::new();
-    doc.insert("url".into(), json!(s.base.as_str()));
-    doc.insert("checks".into(), json!(reports));
-    if let Some(w) = &watch {
-        doc.insert("watch".into(), json!(w));
-    }
-    let mut doc = Value::Object(doc);
-    s.redactor.scrub_json(&mut doc);
-    let Value::Object(doc) = doc else {
-        unreachable!("a scrubbed object stays an object")
-    };
-
-    let text = s
-        .redactor
-        .scrub(&render(&s.base, &reports, watch.as_ref(), ok));
-    let mut outcome = Outcome::new(ok, doc, text);
-    if !ok {
+    let error = (!ok).then(|| {
         let mut e = failure(&s.base, &reports, watch.as_ref());
         s.redactor.scrub_error(&mut e);
-        outcome.error = Some(e);
-    }
-    Ok(outcome)
+        e
+    });
+    Ok(Smoked {
+        checks: reports,
+        watch,
+        ok,
+        error,
+    })
 }
 
 /// The error that explains a failed smoke test: the first failed check, or the watch breach.

@@ -788,8 +788,7 @@ rollback_command = 'echo "rolling back to {image} from {previous_image}"; echo {
 }
 
 #[test]
-fn rollback_with_restore_backup_stops_the_machines_restores_then_starts_them_on_the_previous_image()
-{
+fn rollback_with_restore_backup_puts_the_images_back_first_then_stops_restores_and_starts_them() {
     let db = TestDb::new();
     db.query("CREATE TABLE notes (n int); INSERT INTO notes VALUES (1);");
     let dir = db.dir.path();
@@ -858,8 +857,9 @@ fn rollback_with_restore_backup_stops_the_machines_restores_then_starts_them_on_
         );
         assert!(m.lease.is_none());
     }
-    // DESIGN.md's order: every running machine stopped before any is changed; the stopped
-    // one is not stopped again.
+    // The image rollback never depends on the restore (issue 16): every machine is back on
+    // its previous image first; then the running ones are stopped, the database restored,
+    // and they are started again. The stopped one is not stopped again.
     let reqs = &fly.requests()[before..];
     let stops: Vec<usize> = reqs
         .iter()
@@ -868,13 +868,24 @@ fn rollback_with_restore_backup_stops_the_machines_restores_then_starts_them_on_
         .map(|(i, _)| i)
         .collect();
     assert_eq!(stops.len(), 2, "{:#?}", shorts(reqs));
-    let first_update = ["m1", "m2", "m3"]
+    let last_update = ["m1", "m2", "m3"]
         .iter()
         .map(|m| first_ok(reqs, &format!("POST {m}")))
-        .min()
+        .max()
         .unwrap();
     assert!(
-        stops.iter().all(|&s| s < first_update),
+        stops.iter().all(|&s| s > last_update),
+        "{:#?}",
+        shorts(reqs)
+    );
+    let starts: Vec<usize> = reqs
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.short().ends_with("/start") && r.status == 200)
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        starts.len() >= 2 && starts.iter().all(|&s| s > *stops.iter().max().unwrap()),
         "{:#?}",
         shorts(reqs)
     );
@@ -901,9 +912,10 @@ fn a_dry_run_preview_shows_each_machine_and_what_a_deploy_would_change_without_t
         .build()
         .unwrap();
     let loaded = flightplan::config::Loaded::load(Some(&config), &env).unwrap();
-    let outcome = rt
-        .block_on(flightplan::deploy::preview_image(Some(V2), &loaded, &env))
-        .unwrap();
+    let src = flightplan::settings::Sources::new(&loaded, &env);
+    let deployer = src.deployer().unwrap();
+    let report = rt.block_on(flightplan::deploy::Deployer::preview(&deployer, Some(V2)));
+    let outcome = report.into_outcome(&src.redactor());
     assert!(outcome.ok, "{:?}", outcome.error);
     let j = Value::Object(outcome.json);
     assert_eq!(j["dry_run"], true);

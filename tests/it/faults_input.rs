@@ -418,7 +418,7 @@ fn a_plain_http_github_api_is_not_sent_the_token() {
     std::fs::write(
         &cfg,
         format!(
-            "[migrate]\ndir = \"{}\"\n[backup]\nprovider = \"none\"\n",
+            "[migrate]\ndir = \"{}\"\n[backup]\nprovider = \"none\"\n[deploy]\nprovider = \"none\"\n[smoke]\nenabled = false\n",
             db.migrations().display()
         ),
     )

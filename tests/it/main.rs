@@ -14,6 +14,7 @@ mod faults_run;
 mod fuzz_regressions;
 mod layouts;
 mod migrate;
+mod plan;
 mod rehearse;
 mod run;
 mod smoke;

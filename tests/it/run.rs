@@ -45,6 +45,7 @@ fn a_successful_run_reports_everywhere_and_a_second_run_updates_the_same_comment
         steps,
         vec![
             ("preflight", "ok"),
+            ("plan", "ok"),
             ("backup", "ok"),
             ("migrate", "ok"),
             ("deploy", "ok"),
@@ -68,10 +69,9 @@ fn a_successful_run_reports_everywhere_and_a_second_run_updates_the_same_comment
         "020_add_agent_notes.sql\n020_add_current_step.sql"
     );
     assert!(out["backup-id"].starts_with("br-"), "{}", out["backup-id"]);
-    assert_eq!(
-        out["log-path"],
-        w.path("flightplan-log.json").display().to_string()
-    );
+    // A path the runner's later steps can open: relative to the workspace.
+    assert_eq!(out["log-path"], "flightplan-log.json");
+    assert!(w.path(&out["log-path"]).exists());
 
     // GitHub: one sticky comment beside the human one, one deployment with its statuses.
     let comments = flightplan_comments(&w);
@@ -223,6 +223,7 @@ fn a_failing_smoke_test_rolls_the_machines_back() {
         names,
         vec![
             "preflight",
+            "plan",
             "backup",
             "migrate",
             "deploy",

@@ -142,6 +142,15 @@ expect_status = 200
         }
     }
 
+    /// Rewrites the world's flightplan.toml.
+    pub fn edit_config(&self, f: impl FnOnce(String) -> String) {
+        let path = self.path("flightplan.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let changed = f(text.clone());
+        assert_ne!(changed, text, "the edit changed the config");
+        std::fs::write(path, changed).unwrap();
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.work.path().join(name)
     }
