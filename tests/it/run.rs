@@ -327,3 +327,136 @@ fn the_drift_gate_stops_a_run_on_a_drifted_database_before_any_change() {
     assert!(flightplan_comments(&w)[0].body.contains("Schema drift"));
     assert_no_secrets(&w.everything(&[&run]));
 }
+
+#[test]
+fn a_run_started_by_a_pull_request_plans_and_comments_instead_of_deploying() {
+    let w = World::new("");
+    std::fs::write(
+        w.path("event.json"),
+        format!(r#"{{"pull_request": {{"number": {MERGED_PR}}}}}"#),
+    )
+    .unwrap();
+    let mut cmd = w.cmd(&["run", "--image", V2]);
+    cmd.env("GITHUB_EVENT_NAME", "pull_request");
+    let run = Run::from(cmd.output().unwrap());
+    run.expect(0);
+    // Production untouched: no backup, no migration, no lease, no update, no Deployment.
+    assert_eq!(w.db.ledger().len(), 21);
+    assert!(
+        !w.neon
+            .names()
+            .iter()
+            .any(|n| n.starts_with("flightplan/backup/"))
+    );
+    assert!(w.fly.requests().iter().all(|r| r.method == "GET"));
+    assert_eq!(w.machine_images(), vec![V1; 3]);
+    assert!(w.github.deployments().is_empty());
+    // What it did instead: the plan, said plainly, on the pull request.
+    let log = w.log();
+    assert_eq!(log["status"], "DRY_RUN");
+    assert_eq!(log["plan"]["mode"], "pull request");
+    let comments = flightplan_comments(&w);
+    assert_eq!(comments.len(), 1);
+    let body = &comments[0].body;
+    assert!(body.contains("### Plan (pull request)"), "{body}");
+    assert!(body.contains("A pull request never deploys"), "{body}");
+    assert!(body.contains("020_add_current_step.sql"), "{body}");
+    assert!(
+        run.stdout.contains("never deploys")
+            || log["resolution"]
+                .as_str()
+                .unwrap()
+                .contains("never deploys")
+    );
+    assert_no_secrets(&w.everything(&[&run]));
+}
+
+#[test]
+fn the_image_rollback_does_not_depend_on_the_database_restore() {
+    let w = World::new(
+        "[rollback]\nrestore_database = true\n[[smoke.check]]\nname = \"dashboard\"\npath = \"/api/admin/dashboard\"\nexpect_status = 200\n",
+    );
+    // Stopping the machines for the restore fails, every time.
+    w.fly.inject("POST", "/stop", 500, 100);
+    let run = w.run(&["run", "--image", V2]);
+    run.expect(1);
+    assert_eq!(
+        w.machine_images(),
+        vec![V1; 3],
+        "the machines went back although the restore could not run"
+    );
+    let log = w.log();
+    assert_eq!(log["status"], "ROLLED_BACK");
+    let steps: Vec<(&str, &str)> = log["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        &steps[steps.len() - 3..],
+        [
+            ("smoke", "failed"),
+            ("rollback", "ok"),
+            ("restore", "failed")
+        ]
+    );
+    let resolution = log["resolution"].as_str().unwrap();
+    assert!(
+        resolution.contains("rolled back to their previous images"),
+        "{resolution}"
+    );
+    assert!(
+        resolution.contains("restoring the database FAILED"),
+        "{resolution}"
+    );
+    assert!(
+        w.neon.sent("POST", "/restore").is_empty(),
+        "nothing restored while the app could not be stopped"
+    );
+    assert_no_secrets(&w.everything(&[&run]));
+}
+
+#[test]
+fn with_restore_database_the_images_go_back_first_then_the_database_is_restored() {
+    let w = World::new(
+        "[rollback]\nrestore_database = true\n[[smoke.check]]\nname = \"dashboard\"\npath = \"/api/admin/dashboard\"\nexpect_status = 200\n",
+    );
+    let run = w.run(&["run", "--image", V2]);
+    run.expect(1);
+    assert_eq!(w.machine_images(), vec![V1; 3]);
+    let log = w.log();
+    assert_eq!(log["status"], "ROLLED_BACK");
+    let names: Vec<&str> = log["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(&names[names.len() - 2..], ["rollback", "restore"]);
+    let backup = log["backup"]["id"].as_str().unwrap();
+    let restores = w.neon.sent("POST", "/restore");
+    assert_eq!(restores.len(), 1, "one restore, from the run's backup");
+    assert!(
+        format!("{:?}", restores[0].body).contains(backup),
+        "{:?}",
+        restores[0].body
+    );
+    // Every update of the image rollback came before the first stop of the restore.
+    let reqs = w.fly.requests();
+    let last_update = reqs
+        .iter()
+        .rposition(|r| r.short().starts_with("POST m") && !r.short().contains('/'))
+        .unwrap();
+    let first_stop = reqs
+        .iter()
+        .position(|r| r.short().ends_with("/stop"))
+        .unwrap();
+    assert!(last_update < first_stop);
+    assert!(
+        log["resolution"]
+            .as_str()
+            .unwrap()
+            .contains("then restored")
+    );
+}
