@@ -9,6 +9,7 @@ pub mod db;
 pub mod deploy;
 pub mod error;
 pub mod fly;
+pub mod http;
 pub mod migrate;
 pub mod output;
 pub mod pipeline;
@@ -16,6 +17,7 @@ pub mod preflight;
 pub mod redact;
 pub mod rehearse;
 pub mod report;
+pub mod signal;
 pub mod smoke;
 
 use std::time::Duration;

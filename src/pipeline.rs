@@ -209,6 +209,8 @@ pub async fn run(args: RunArgs, loaded: &Loaded, env: Env<'_>) -> Result<Outcome
     };
     if interrupted {
         tracing::warn!("interrupted: writing the deployment log before exiting");
+        // The phases' future is gone; the leases it held are not (issue 16).
+        crate::deploy::leases::release_all(crate::deploy::leases::RELEASE_WITHIN).await;
         // Cancelled while machines were changing: say where each one is now, so a group left
         // on mixed images is never reported without it (issue 8; before, the deploy step of
         // an interrupted run had no details and the log could not tell mixed from not).
@@ -293,7 +295,8 @@ pub async fn rollback(
     let deployment: Rc<RefCell<Option<u64>>> = Rc::new(RefCell::new(None));
 
     state.borrow_mut().begin("rollback");
-    let result = crate::deploy::rollback(args, loaded, env).await;
+    let result =
+        crate::deploy::leases::interruptible(crate::deploy::rollback(args, loaded, env)).await;
     // Refused before anything was contacted (exit 2): nothing happened, nothing to report.
     if let Err(e) = &result
         && e.kind == crate::error::Kind::Usage
@@ -1091,22 +1094,5 @@ fn images_note(json: &Value) -> String {
 
 /// Resolves on SIGTERM or SIGINT.
 pub(crate) async fn cancelled() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return std::future::pending().await;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    crate::signal::cancelled().await;
 }

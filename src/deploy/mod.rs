@@ -3,6 +3,7 @@
 
 pub mod command;
 pub mod fly;
+pub mod leases;
 pub mod rolling;
 
 use std::collections::BTreeMap;
@@ -577,7 +578,7 @@ pub async fn deploy(
         Error::usage("deploy needs the image: pass --image REF")
             .hint("e.g. --image registry.fly.io/APP:deployment-1234 (the tag your build pushed)")
     })?;
-    deploy_image(&image, loaded, env).await
+    leases::interruptible(deploy_image(&image, loaded, env)).await
 }
 
 /// `run`'s deploy step: `image` with the configured provider.
