@@ -157,8 +157,14 @@ impl Client {
             Wrapped { secrets: Vec<SecretInfo> },
             Bare(Vec<SecretInfo>),
         }
+        // Three attempts: the audit is a read-only check a user can simply run again.
+        let reads = Policy {
+            max_times: 2,
+            ..self.api.policy
+        };
         let reply = self
-            .call(&Call::get(&["v1", "apps", app, "secrets"]))
+            .api
+            .send_under(&Call::get(&["v1", "apps", app, "secrets"]), None, reads)
             .await?;
         let listing: Listing = serde_json::from_value(reply.body).map_err(|e| {
             let mut err = Error::failure(format!(

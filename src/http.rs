@@ -409,8 +409,18 @@ impl Api {
         Ok(url)
     }
 
-    /// Sends a call under the policy, within `deadline` if one is given.
+    /// Sends a call under the client's policy, within `deadline` if one is given.
     pub async fn send(&self, call: &Call, deadline: Option<Instant>) -> Result<Reply, Failure> {
+        self.send_under(call, deadline, self.policy).await
+    }
+
+    /// Sends a call under another budget of the same policy.
+    pub async fn send_under(
+        &self,
+        call: &Call,
+        deadline: Option<Instant>,
+        policy: Policy,
+    ) -> Result<Reply, Failure> {
         let url = self.url(call)?;
         let mut headers = HeaderMap::new();
         let mut auth = HeaderValue::from_str(self.authorization.expose()).map_err(|_| {
@@ -437,10 +447,10 @@ impl Api {
         let policy = if call.repeat == Repeat::Never {
             Policy {
                 max_times: 0,
-                ..self.policy
+                ..policy
             }
         } else {
-            self.policy
+            policy
         };
         policy
             .run(deadline, || self.once(call, &url, &headers))

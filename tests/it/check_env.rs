@@ -711,7 +711,7 @@ fn fly_audit_reports_required_secrets_missing_from_the_app() {
             .any(|c| c["scope"] == "fly" && c["name"] == "NODE_ENV")
     );
     assert_eq!(doc["fly"]["app"], "secure2send");
-    assert_eq!(doc["fly"]["request_id"], "01FAKE000001");
+    assert_eq!(doc["fly"]["request_id"], "01FAKEREQ000001-ord");
     assert_eq!(
         doc["summary"]["failed_names"],
         serde_json::json!([
@@ -780,7 +780,7 @@ fn fly_rejects_a_bad_token_with_its_error_and_request_id() {
         "{err}"
     );
     assert!(msg.contains("secure2send"), "{err}");
-    assert_eq!(err["request_id"], "01FAKE000001");
+    assert_eq!(err["request_id"], "01FAKEREQ000001-ord");
     assert_eq!(err["code"], "unknown");
     assert!(
         err["hint"]
@@ -819,7 +819,7 @@ fn fly_unknown_app_is_reported_with_flys_message() {
         msg.contains("`secure2send` was not found") && msg.contains("app not found"),
         "{err}"
     );
-    assert_eq!(err["request_id"], "01FAKE000001");
+    assert_eq!(err["request_id"], "01FAKEREQ000001-ord");
     assert!(err["hint"].as_str().unwrap().contains("FLY_APP"));
 }
 

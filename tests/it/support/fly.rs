@@ -106,6 +106,9 @@ struct Inner {
     inject: Vec<(String, String, u16, u32)>,
     /// (n, status): the n-th request (from 1) is answered `status` unseen; see `fail_nth`.
     schedule: Vec<(u64, u16)>,
+    /// (method, path suffix, status, times left): applied, then answered `status` as if
+    /// the answer had been lost on the way (the request did happen).
+    lost: Vec<(String, String, u16, u32)>,
     /// app name → secret names (`GET /v1/apps/{app}/secrets`).
     secrets: HashMap<String, Vec<String>>,
     /// Statuses to answer (before anything else) to the next requests, e.g. 503.
@@ -174,6 +177,7 @@ impl FakeMachines {
         let (conformance, checker) = Conformance::new(Spec::fly());
         let inner = Arc::new(Mutex::new(Inner {
             secrets: HashMap::new(),
+            lost: Vec::new(),
             fail_next: VecDeque::new(),
             echo_auth: false,
             checker,
@@ -321,6 +325,19 @@ impl FakeMachines {
     /// answered `status` (e.g. 429) before being looked at.
     pub fn inject(&self, method: &str, suffix: &str, status: u16, times: u32) -> &FakeMachines {
         self.with(|s| s.inject.push((method.into(), suffix.into(), status, times)));
+        self
+    }
+
+    /// The next `times` requests with this method whose path ends with `suffix` are acted
+    /// on, then answered `status` (e.g. 503): the case of an answer lost after the work.
+    pub fn lose_answer(
+        &self,
+        method: &str,
+        suffix: &str,
+        status: u16,
+        times: u32,
+    ) -> &FakeMachines {
+        self.with(|s| s.lost.push((method.into(), suffix.into(), status, times)));
         self
     }
 
@@ -503,6 +520,14 @@ fn exchange(
         json_body,
         &request_id,
     );
+    let mut resp = resp;
+    if let Some(slot) = s.lost.iter_mut().find(|(m, suffix, _, left)| {
+        *left > 0 && m == method.as_str() && path.ends_with(suffix.as_str())
+    }) {
+        slot.3 -= 1;
+        let code = StatusCode::from_u16(slot.2).unwrap();
+        resp = fly_error(code, &request_id, "upstream connect error");
+    }
     let status = resp.status().as_u16();
     if let Some(last) = s.requests.last_mut() {
         last.status = status;

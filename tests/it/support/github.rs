@@ -289,12 +289,19 @@ fn comment_json(repo: &str, c: &Comment) -> Value {
     })
 }
 
+/// A `repository`, with every field github.json requires.
+fn repository_json(repo: &str) -> Value {
+    let (owner, name) = repo.split_once('/').unwrap_or((repo, repo));
+    let api = format!("https://api.github.com/repos/{repo}");
+    json!({ "archive_url": format!("{api}/{{archive_format}}{{/ref}}"), "assignees_url": format!("{api}/assignees{{/user}}"), "blobs_url": format!("{api}/git/blobs{{/sha}}"), "branches_url": format!("{api}/branches{{/branch}}"), "collaborators_url": format!("{api}/collaborators{{/collaborator}}"), "comments_url": format!("{api}/comments{{/number}}"), "commits_url": format!("{api}/commits{{/sha}}"), "compare_url": format!("{api}/compare/{{base}}...{{head}}"), "contents_url": format!("{api}/contents/{{+path}}"), "contributors_url": format!("{api}/contributors"), "deployments_url": format!("{api}/deployments"), "description": Value::Null, "downloads_url": format!("{api}/downloads"), "events_url": format!("{api}/events"), "fork": false, "forks_url": format!("{api}/forks"), "full_name": repo, "git_commits_url": format!("{api}/git/commits{{/sha}}"), "git_refs_url": format!("{api}/git/refs{{/sha}}"), "git_tags_url": format!("{api}/git/tags{{/sha}}"), "hooks_url": format!("{api}/hooks"), "html_url": format!("https://github.com/{repo}"), "id": 700_001, "node_id": "R_kgDOAAAAAQ", "issue_comment_url": format!("{api}/issues/comments{{/number}}"), "issue_events_url": format!("{api}/issues/events{{/number}}"), "issues_url": format!("{api}/issues{{/number}}"), "keys_url": format!("{api}/keys{{/key_id}}"), "labels_url": format!("{api}/labels{{/name}}"), "languages_url": format!("{api}/languages"), "merges_url": format!("{api}/merges"), "milestones_url": format!("{api}/milestones{{/number}}"), "name": name, "notifications_url": format!("{api}/notifications"), "owner": user(owner, "Organization", 9), "private": true, "pulls_url": format!("{api}/pulls{{/number}}"), "releases_url": format!("{api}/releases{{/id}}"), "stargazers_url": format!("{api}/stargazers"), "statuses_url": format!("{api}/statuses/{{sha}}"), "subscribers_url": format!("{api}/subscribers"), "subscription_url": format!("{api}/subscription"), "tags_url": format!("{api}/tags"), "teams_url": format!("{api}/teams"), "trees_url": format!("{api}/git/trees{{/sha}}"), "url": api, "clone_url": format!("https://github.com/{repo}.git"), "default_branch": "main", "forks": 0, "forks_count": 0, "git_url": format!("git://github.com/{repo}.git"), "has_downloads": true, "has_issues": true, "has_projects": false, "has_wiki": false, "has_pages": false, "homepage": Value::Null, "language": "TypeScript", "archived": false, "disabled": false, "mirror_url": Value::Null, "open_issues": 1, "open_issues_count": 1, "license": Value::Null, "pushed_at": "2026-11-27T05:00:00Z", "size": 1024, "ssh_url": format!("git@github.com:{repo}.git"), "stargazers_count": 0, "svn_url": format!("https://github.com/{repo}"), "watchers": 0, "watchers_count": 0, "created_at": "2025-01-16T10:00:00Z", "updated_at": "2026-11-27T05:00:00Z" })
+}
+
 /// A `pull-request-simple` of a merged pull request.
 fn pull_json(repo: &str, n: u64) -> Value {
     let api = format!("https://api.github.com/repos/{repo}");
     let branch = |r: &str| {
         json!({"label": format!("acme:{r}"), "ref": r, "sha": "9f3c2a1b0e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b",
-               "user": user("acme", "Organization", 9), "repo": Value::Null})
+               "user": user("acme", "Organization", 9), "repo": repository_json(repo)})
     };
     json!({
         "url": format!("{api}/pulls/{n}"), "id": 100_000 + n, "node_id": format!("PR_kwDO{n}"),

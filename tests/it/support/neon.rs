@@ -623,7 +623,13 @@ fn route(
         ("GET", ["branches", id]) => match st.branch(id).filter(|b| b.id == *id) {
             Some(b) => ok(
                 200,
-                json!({ "branch": st.branch_json(b), "annotation": { "value": {} } }),
+                json!({
+                    "branch": st.branch_json(b),
+                    "annotation": {
+                        "object": { "type": "console/branch", "id": b.id },
+                        "value": {}
+                    }
+                }),
             ),
             None => error(404, "", &format!("branch {id} not found"), rid),
         },

@@ -31,6 +31,13 @@ pub enum Quirk {
         operations: &'static [&'static str],
         source: &'static str,
     },
+    /// A query parameter the vendor's own client sends that the description omits.
+    ExtraQueryParam {
+        vendor: &'static str,
+        operation: &'static str,
+        name: &'static str,
+        source: &'static str,
+    },
     /// A disagreement flightplan handles in its requests; listed so it is written down
     /// once (nothing is tolerated by the validator for it).
     Noted {
@@ -46,6 +53,14 @@ pub const QUIRKS: &[Quirk] = &[
         operations: &["Machines_create_lease", "Machines_show_lease"],
         source: "fly-go flaps/flaps_machines.go (AcquireLease, GetLease read a `MachineLease` \
                  {status, data}); Fly docs machines-resource (lease examples)",
+    },
+    Quirk::ExtraQueryParam {
+        vendor: "fly",
+        operation: "Machines_create_lease",
+        name: "ttl",
+        source: "fly-go flaps/flaps_machines.go AcquireLease/RefreshLease send `?ttl=N` (and no \
+                 body); flightplan sends it beside the body {ttl, description} the description \
+                 requires, so either reading gets the TTL",
     },
     Quirk::UndocumentedStatus {
         vendor: "fly",
@@ -141,6 +156,14 @@ pub const QUIRKS: &[Quirk] = &[
                  neon.json, so flightplan reads the body first and the header only as a fallback",
     },
 ];
+
+/// A query parameter a quirk adds to an operation.
+pub fn extra_query(vendor: &str, op: &str, name: &str) -> bool {
+    QUIRKS.iter().any(|q| {
+        matches!(q, Quirk::ExtraQueryParam { vendor: v, operation, name: n, .. }
+            if *v == vendor && *operation == op && *n == name)
+    })
+}
 
 /// The schema for a status an operation does not document, if a quirk covers it.
 pub fn undocumented_status(vendor: &str, op: &str, status: u16) -> Option<&'static str> {
