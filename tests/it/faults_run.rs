@@ -210,6 +210,15 @@ fn sigterm_during_each_phase_writes_the_log_and_the_next_run_completes() {
                 "mixed images are named in the resolution: {resolution}"
             );
             figures.push(format!("deploy mixed={mixed}"));
+            // Issue 16: the leases were released before the process exited, not left to
+            // expire (a lease that merely expired is still recorded by the fake).
+            for m in w.fly.machines() {
+                assert!(
+                    m.lease.is_none(),
+                    "machine {} still leased after SIGTERM",
+                    m.id
+                );
+            }
         } else {
             assert!(
                 !mixed,
