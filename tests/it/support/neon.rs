@@ -1225,6 +1225,20 @@ fn endpoint_json(st: &State, e: &Endpoint) -> Value {
         "type": e.kind,
         "current_state": if starting { "init" } else { "active" },
         "region_id": "aws-us-east-2",
+        // The rest of what neon.json's Endpoint requires (issue 16: `settings` was missing).
+        "autoscaling_limit_min_cu": 0.25,
+        "autoscaling_limit_max_cu": 0.25,
+        "pooler_enabled": false,
+        "pooler_mode": "transaction",
+        "disabled": false,
+        "passwordless_access": true,
+        "creation_source": "console",
+        "created_at": "2026-01-16T10:00:00Z",
+        "updated_at": "2026-01-16T10:00:00Z",
+        "settings": {},
+        "proxy_host": "us-east-2.aws.neon.tech",
+        "suspend_timeout_seconds": 0,
+        "provisioner": "k8s-neonvm",
     })
 }
 
