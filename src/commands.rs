@@ -52,8 +52,11 @@ pub async fn deploy(src: &Sources<'_>, args: &DeployArgs) -> Result<Outcome, Err
     let redactor = src.redactor();
     // Before anything else of the run reaches the log.
     redactor.announce(src.gha());
-    let report = deployer.deploy(&image).await;
-    Ok(report.into_outcome(&redactor))
+    // A cancelled deploy releases the machines' leases before it exits.
+    crate::deploy::leases::interruptible(async {
+        Ok(deployer.deploy(&image).await.into_outcome(&redactor))
+    })
+    .await
 }
 
 /// `flightplan smoke [--url BASE] [--watch DURATION]`.

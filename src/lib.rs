@@ -10,6 +10,7 @@ pub mod db;
 pub mod deploy;
 pub mod error;
 pub mod fly;
+pub mod http;
 pub mod migrate;
 pub mod output;
 pub mod pipeline;
@@ -19,6 +20,7 @@ pub mod redact;
 pub mod rehearse;
 pub mod report;
 pub mod settings;
+pub mod signal;
 pub mod smoke;
 
 use cli::{Cli, Command};

@@ -739,6 +739,8 @@ async fn on_interrupt(
     image: Option<&str>,
 ) {
     tracing::warn!("interrupted: writing the deployment log before exiting");
+    // The phases' future is gone; the leases it held are not (issue 16).
+    crate::deploy::leases::release_all(crate::deploy::leases::RELEASE_WITHIN).await;
     let step = state.borrow().current.as_ref().map(|c| c.0.clone());
     let machines = match (step.as_deref(), deployer) {
         (Some("deploy" | "rollback" | "restore"), Some(d)) => machines_now(d, image).await,
@@ -1242,24 +1244,7 @@ fn images_note(report: &crate::deploy::Report) -> String {
 
 /// Resolves on SIGTERM or SIGINT.
 pub(crate) async fn cancelled() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return std::future::pending().await;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    crate::signal::cancelled().await;
 }
 
 /// Where and why the run happened: the GitHub context, and the pull request of a

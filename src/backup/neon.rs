@@ -1,10 +1,11 @@
 //! The Neon API v2 client for backups: branches of the production branch and their
-//! operations, restore and delete, with timeouts, the retries Neon documents as safe
-//! (423, 429, 503) and errors that carry Neon's `code`, `message` and `request_id`.
+//! operations, restore and delete, on the one HTTP layer (`crate::http`) with the retries
+//! Neon documents as safe (423, 429, 503) and errors that carry Neon's `code`, `message`
+//! and `request_id`.
 
 use std::time::{Duration, Instant};
 
-use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
+use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -12,41 +13,84 @@ use url::Url;
 
 use super::{BRANCH_PREFIX, Backup, Label, PRESERVE_PREFIX, Preserved, Provider, Restored};
 use crate::error::Error;
+use crate::http::{Advice, Answered, Api, Call, Policy, Repeat, Vendor};
+use crate::redact::Secret;
 
 /// The public API (DESIGN.md: `NEON_API_URL` overrides it).
 pub const DEFAULT_API_URL: &str = "https://console.neon.tech/api/v2";
 
-/// Neon's own SDK never waits longer than this between retries it chose itself; a
-/// `Retry-After` from Neon is honoured up to [`MAX_RETRY_AFTER`].
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
-/// Attempts of one request on 423/429/503 (and, for reads, failed connections), within
-/// the command's deadline whichever comes first.
-const MAX_ATTEMPTS: u32 = 12;
+/// What the HTTP layer knows of Neon.
+pub static NEON: Vendor = Vendor {
+    name: "the Neon API",
+    url_var: "NEON_API_URL",
+    default_url: DEFAULT_API_URL,
+    private_suffix: None,
+    // The body's `request_id` comes first; Neon also returns it in a response header.
+    request_id_headers: &["x-neon-ret-request-id", "x-request-id"],
+    // "You can set this value manually by including an `X-Request-ID` header"
+    // (neon.json, GeneralError.request_id): even a lost answer has an id to quote.
+    client_request_id: Some("x-request-id"),
+    message_fields: &["message"],
+    code_field: Some("code"),
+    not_executed,
+    advise,
+};
+
+/// neon.json, `GeneralError`: "Any request that returns a `503 Service Unavailable` response
+/// is always safe to retry. Any request that returns a `423 Locked` response is safe to
+/// retry." A 429 is the rate limiter's, before the request runs.
+fn not_executed(status: StatusCode, _: &HeaderMap) -> bool {
+    matches!(
+        status,
+        StatusCode::LOCKED | StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+    )
+}
+
+fn advise(a: &Answered<'_>) -> Advice {
+    let project = a.segments.get(1).map_or("?", String::as_str);
+    let hint = match a.status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => format!(
+            "check NEON_API_KEY: it must be a valid key with access to project {project} \
+             (an organization or project-scoped key for CI)"
+        ),
+        StatusCode::NOT_FOUND => {
+            format!("check NEON_PROJECT_ID ({project}) and the branch or backup id")
+        }
+        StatusCode::LOCKED => {
+            "another operation is still running on the project; wait for it and try again".into()
+        }
+        StatusCode::TOO_MANY_REQUESTS => {
+            "Neon's rate limit (about 700 requests a minute per account) was hit; try again shortly"
+                .into()
+        }
+        s if s.is_server_error() => {
+            "Neon may be degraded (https://neonstatus.com); try again shortly".into()
+        }
+        _ => "check the request's values (branch names, ids) and the Neon plan's limits".into(),
+    };
+    Advice {
+        message: None,
+        hint: Some(hint),
+    }
+}
+
+/// Neon's own SDK never waits longer than 10 s between retries it chose itself; a
+/// `Retry-After` from Neon is honoured up to a minute. Up to 11 retries, within the
+/// command's deadline, whichever ends first.
+const POLICY: Policy = Policy {
+    min_delay: Duration::from_millis(250),
+    max_delay: Duration::from_secs(10),
+    max_times: 11,
+    max_retry_after: Duration::from_secs(60),
+};
 /// How often a POST whose answer never came is looked up before it is sent once more.
 const LOOKUPS_AFTER_TIMEOUT: u32 = 3;
-
-/// `NEON_API_KEY`. Its `Debug` prints a mask, so no struct holding it can leak it.
-#[derive(Clone)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    pub fn new(key: &str) -> ApiKey {
-        ApiKey(key.trim().to_string())
-    }
-}
-
-impl std::fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
 
 /// Everything the Neon provider needs, resolved from flags, environment and file.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub api_url: Url,
-    pub api_key: ApiKey,
+    pub api_key: Secret,
     pub project_id: String,
     /// The production branch, by name or id; `None` is the project's default branch.
     pub branch: Option<String>,
@@ -59,32 +103,7 @@ pub struct Settings {
 /// `NEON_API_URL`: https, or plain http to a loopback host only (so the key never crosses
 /// a network in clear text).
 pub fn parse_api_url(raw: &str) -> Result<Url, Error> {
-    let url = Url::parse(raw).map_err(|e| {
-        Error::usage(format!("NEON_API_URL `{raw}` is not a URL: {e}"))
-            .hint(format!("unset it to use {DEFAULT_API_URL}"))
-    })?;
-    let local = match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d == "localhost",
-        None => false,
-    };
-    match url.scheme() {
-        "https" => {}
-        "http" if local => {}
-        _ => {
-            return Err(
-                Error::usage(format!("NEON_API_URL `{raw}` must be an https:// URL"))
-                    .hint("plain http:// is only accepted for a loopback host (a local fake)"),
-            );
-        }
-    }
-    if url.cannot_be_a_base() {
-        return Err(Error::usage(format!(
-            "NEON_API_URL `{raw}` cannot take a path"
-        )));
-    }
-    Ok(url)
+    crate::http::base_url(&NEON, Some(raw))
 }
 
 /// A branch as the API returns it (only the fields flightplan reads).
@@ -148,34 +167,29 @@ impl From<Failure> for Error {
     }
 }
 
-/// The Neon provider: one HTTP client, one project, one deadline for the command.
+/// The Neon provider: one API client, one project, one deadline for the command.
 pub struct Neon {
-    http: reqwest::Client,
+    api: Api,
     s: Settings,
-    auth: HeaderValue,
     deadline: Instant,
-    /// First retry ceiling; it doubles per attempt up to [`MAX_BACKOFF`].
-    backoff: Duration,
 }
 
 impl Neon {
     pub fn new(s: Settings) -> Result<Neon, Error> {
-        let http = reqwest::Client::builder()
-            .timeout(s.request_timeout)
-            .connect_timeout(s.request_timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("flightplan/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::failure(format!("cannot set up the HTTP client: {e}")))?;
-        let mut auth = HeaderValue::from_str(&format!("Bearer {}", s.api_key.0)).map_err(|_| {
-            Error::usage("NEON_API_KEY contains characters that cannot be sent in an HTTP header")
-        })?;
-        auth.set_sensitive(true);
+        let key = s.api_key.expose();
+        let api = Api::new(
+            &NEON,
+            s.api_url.clone(),
+            &format!("Bearer {key}"),
+            key,
+            "NEON_API_KEY",
+            s.request_timeout,
+            POLICY,
+        )?;
         Ok(Neon {
-            http,
+            api,
             deadline: Instant::now() + s.timeout,
             s,
-            auth,
-            backoff: Duration::from_millis(250),
         })
     }
 
@@ -189,16 +203,12 @@ impl Neon {
 
     /// Removes the API key from text that came from outside (a server could echo it).
     fn scrub(&self, text: &str) -> String {
-        if self.s.api_key.0.len() >= 4 {
-            text.replace(self.s.api_key.0.as_str(), "***")
-        } else {
-            text.to_string()
-        }
+        self.api.scrub(text)
     }
 
     /// One API call with the retries Neon documents as safe: 423, 429 and 503 for every
-    /// method, a connection that never opened for every method, and a timeout only for
-    /// reads. A POST or DELETE whose answer is lost is [`Failure::Unsure`]: the caller
+    /// method, a connection that never opened for every method, and any transient failure
+    /// for reads. A POST or DELETE whose answer is lost is [`Failure::Unsure`]: the caller
     /// looks at what exists before sending anything again.
     async fn call(
         &self,
@@ -207,210 +217,31 @@ impl Neon {
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<Value, Failure> {
-        let mut url = self.s.api_url.clone();
-        url.path_segments_mut()
-            .map_err(|()| Failure::Known(None, Error::usage("NEON_API_URL cannot take a path")))?
-            .pop_if_empty()
-            .extend(path);
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
-        }
-        let what = format!("{method} {}", url.path());
-        let idempotent = method == Method::GET;
-        let mut attempt: u32 = 0;
-        loop {
-            attempt += 1;
-            let request_id = request_id();
-            let mut req = self
-                .http
-                .request(method.clone(), url.clone())
-                .header(AUTHORIZATION, self.auth.clone())
-                .header("accept", "application/json")
-                .header("x-request-id", request_id.as_str());
-            if let Some(b) = body {
-                req = req.json(b);
-            }
-            let resp = match req.send().await {
-                Ok(r) => r,
-                Err(e) => {
-                    let why = if e.is_timeout() {
-                        format!("no answer within {:?}", self.s.request_timeout)
-                    } else {
-                        self.scrub(&error_chain(&e))
-                    };
-                    let err = Error::failure(format!(
-                        "the Neon API did not answer {what} ({why})"
-                    ))
-                    .hint(format!(
-                        "check NEON_API_URL ({}) and the network; https://neonstatus.com shows Neon's status",
-                        self.s.api_url
-                    ));
-                    // A connection that never opened carried nothing: safe to send again.
-                    let retry = idempotent || (e.is_connect() && !e.is_timeout());
-                    if !retry {
-                        return Err(Failure::Unsure(err));
-                    }
-                    match self.pause(attempt, None) {
-                        Some(wait) => {
-                            tracing::debug!("{what}: {why}; retrying in {wait:?}");
-                            tokio::time::sleep(wait).await;
-                            continue;
-                        }
-                        None => return Err(Failure::Known(None, tried(err, attempt))),
-                    }
-                }
-            };
-            let status = resp.status();
-            let header_id = resp
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let retry_after = resp
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
-            let bytes = match resp.bytes().await {
-                Ok(b) => b,
-                Err(e) => {
-                    let err = Error::failure(format!(
-                        "the Neon API's answer to {what} (HTTP {}) could not be read: {}",
-                        status.as_u16(),
-                        self.scrub(&error_chain(&e))
-                    ));
-                    if status.is_success() && !idempotent {
-                        return Err(Failure::Unsure(err));
-                    }
-                    if let Some(wait) = self.pause(attempt, None).filter(|_| idempotent) {
-                        tokio::time::sleep(wait).await;
-                        continue;
-                    }
-                    return Err(Failure::Known(Some(status), err));
-                }
-            };
-            if status.is_success() {
-                if bytes.is_empty() {
-                    return Ok(Value::Null);
-                }
-                return serde_json::from_slice(&bytes).map_err(|e| {
-                    let mut err = Error::failure(format!(
-                        "the Neon API answered {what} with HTTP {} but not JSON: {e}",
-                        status.as_u16()
-                    ))
-                    .hint("check that NEON_API_URL points at the Neon API v2");
-                    err.request_id = header_id.clone().or(Some(request_id.clone()));
-                    if idempotent {
-                        Failure::Known(Some(status), err)
-                    } else {
-                        Failure::Unsure(err)
-                    }
-                });
-            }
-            let err = self.api_error(status, &bytes, &what, header_id, &request_id);
-            let retryable = matches!(
-                status,
-                StatusCode::LOCKED
-                    | StatusCode::TOO_MANY_REQUESTS
-                    | StatusCode::SERVICE_UNAVAILABLE
-            );
-            if retryable && let Some(wait) = self.pause(attempt, retry_after) {
-                tracing::info!(
-                    "Neon answered {what} with HTTP {}{}; retrying in {:.1}s",
-                    status.as_u16(),
-                    match status {
-                        StatusCode::LOCKED => " (another operation is in progress)",
-                        StatusCode::TOO_MANY_REQUESTS => " (rate limited)",
-                        _ => "",
-                    },
-                    wait.as_secs_f64()
-                );
-                tokio::time::sleep(wait).await;
-                continue;
-            }
-            let err = if retryable { tried(err, attempt) } else { err };
-            return Err(Failure::Known(Some(status), err));
-        }
-    }
-
-    /// How long to wait before attempt `attempt + 1`, or `None` to give up: `Retry-After`
-    /// when Neon sent one (never shortened), else exponential backoff with full jitter.
-    fn pause(&self, attempt: u32, retry_after: Option<Duration>) -> Option<Duration> {
-        if attempt >= MAX_ATTEMPTS {
-            return None;
-        }
-        let wait = match retry_after {
-            Some(w) if w > MAX_RETRY_AFTER => return None,
-            Some(w) => w,
-            None => {
-                let ceiling = self
-                    .backoff
-                    .saturating_mul(1 << (attempt - 1).min(16))
-                    .min(MAX_BACKOFF);
-                ceiling.mul_f64(rand::random_range(0.0..=1.0))
-            }
+        let repeat = if method == Method::GET {
+            Repeat::Idempotent
+        } else {
+            Repeat::IfNotExecuted
         };
-        (wait < self.remaining()).then_some(wait)
-    }
-
-    /// Neon's error body is `{ "request_id"?, "code", "message" }`.
-    fn api_error(
-        &self,
-        status: StatusCode,
-        body: &[u8],
-        what: &str,
-        header_id: Option<String>,
-        sent_id: &str,
-    ) -> Error {
-        let json: Option<Value> = serde_json::from_slice(body).ok();
-        let field = |k: &str| {
-            json.as_ref()
-                .and_then(|j| j.get(k))
-                .and_then(Value::as_str)
-                .map(|s| self.scrub(s))
-                .filter(|s| !s.is_empty())
-        };
-        let message = field("message").unwrap_or_else(|| {
-            let text = String::from_utf8_lossy(body);
-            let text = self.scrub(text.trim());
-            if text.is_empty() {
-                status
-                    .canonical_reason()
-                    .unwrap_or("no message")
-                    .to_string()
-            } else {
-                text.chars().take(200).collect()
+        let mut call = Call::new(method, path, repeat);
+        for (k, v) in query {
+            call = call.query(k, *v);
+        }
+        if let Some(b) = body {
+            call = call.json(b.clone());
+        }
+        match self.api.send(&call, Some(self.deadline)).await {
+            Ok(reply) => Ok(reply.body),
+            Err(f) if f.unsure => Err(Failure::Unsure(f.error)),
+            Err(f) => {
+                let mut e = f.error;
+                if f.attempts > 1
+                    && let Some(h) = e.hint.as_mut()
+                {
+                    h.push_str(" within [backup] timeout");
+                }
+                Err(Failure::Known(f.status, e))
             }
-        });
-        let code = status.as_u16();
-        let project = self.project();
-        let mut err = Error::failure(format!(
-            "the Neon API answered {what} with HTTP {code}: {message}"
-        ))
-        .hint(match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => format!(
-                "check NEON_API_KEY: it must be a valid key with access to project {project} \
-                 (an organization or project-scoped key for CI)"
-            ),
-            StatusCode::NOT_FOUND => format!(
-                "check NEON_PROJECT_ID ({project}) and the branch or backup id"
-            ),
-            StatusCode::LOCKED => {
-                "another operation is still running on the project; wait for it and try again".into()
-            }
-            StatusCode::TOO_MANY_REQUESTS => {
-                "Neon's rate limit (about 700 requests a minute per account) was hit; try again shortly".into()
-            }
-            s if s.is_server_error() => {
-                "Neon may be degraded (https://neonstatus.com); try again shortly".into()
-            }
-            _ => "check the request's values (branch names, ids) and the Neon plan's limits".into(),
-        });
-        err.code = field("code");
-        err.request_id = field("request_id")
-            .or(header_id)
-            .or_else(|| Some(sent_id.to_string()));
-        err
+        }
     }
 
     async fn get(&self, path: &[&str], query: &[(&str, &str)]) -> Result<Value, Error> {
@@ -1010,17 +841,6 @@ impl Neon {
     }
 }
 
-/// Says how often a request was sent before flightplan gave up on it.
-fn tried(mut e: Error, attempts: u32) -> Error {
-    if attempts > 1 {
-        let hint = e.hint.take().unwrap_or_default();
-        e.hint = Some(format!(
-            "{hint} (sent {attempts} times, with backoff, within [backup] timeout)"
-        ));
-    }
-    e
-}
-
 fn shape_error(what: &str, e: &serde_json::Error) -> Error {
     Error::failure(format!(
         "the Neon API answered {what} with JSON of an unexpected shape: {e}"
@@ -1028,78 +848,9 @@ fn shape_error(what: &str, e: &serde_json::Error) -> Error {
     .hint("check that NEON_API_URL points at the Neon API v2")
 }
 
-/// `Retry-After` as delta-seconds or an HTTP-date.
-fn parse_retry_after(v: &str) -> Option<Duration> {
-    let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(
-        at.duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
-}
-
-/// A fresh id for `X-Request-ID` (Neon uses a caller's id, so both sides can find the
-/// request), shaped as a UUID v4.
-fn request_id() -> String {
-    let b: [u8; 16] = rand::random();
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-4{}-{:x}{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[13..16],
-        8 + (b[8] & 0x3),
-        &hex[17..20],
-        &hex[20..32]
-    )
-}
-
-/// An error with its causes, which reqwest keeps apart (`connection refused` is a cause).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cause = c.source();
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_after_reads_seconds_and_dates() {
-        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
-        let later = std::time::SystemTime::now() + Duration::from_secs(30);
-        let d = parse_retry_after(&httpdate::fmt_http_date(later)).unwrap();
-        assert!(
-            d > Duration::from_secs(25) && d <= Duration::from_secs(30),
-            "{d:?}"
-        );
-        assert_eq!(parse_retry_after("soon"), None);
-        assert_eq!(parse_retry_after("-1"), None);
-    }
-
-    #[test]
-    fn request_ids_look_like_uuids() {
-        let id = request_id();
-        assert_eq!(id.len(), 36, "{id}");
-        assert_eq!(id.as_bytes()[14], b'4');
-        assert!(
-            matches!(id.as_bytes()[19], b'8' | b'9' | b'a' | b'b'),
-            "{id}"
-        );
-    }
 
     #[test]
     fn api_url_must_be_https_unless_loopback() {
@@ -1116,7 +867,7 @@ mod tests {
     fn settings(key: &str, timeout: Duration) -> Settings {
         Settings {
             api_url: parse_api_url(DEFAULT_API_URL).unwrap(),
-            api_key: ApiKey::new(key),
+            api_key: crate::redact::Secret::new(key),
             project_id: "spring-example-302709".into(),
             branch: None,
             timeout,
@@ -1130,22 +881,5 @@ mod tests {
         assert!(!format!("{s:?}").contains("napi_secret"));
         let n = Neon::new(s).unwrap();
         assert_eq!(n.scrub("x napi_secret_value_123 y"), "x *** y");
-    }
-
-    #[test]
-    fn backoff_grows_and_stays_within_the_cap_and_deadline() {
-        let s = settings(&"k".repeat(10), Duration::from_secs(600));
-        let n = Neon::new(s).unwrap();
-        for attempt in 1..MAX_ATTEMPTS {
-            let w = n.pause(attempt, None).unwrap();
-            assert!(w <= MAX_BACKOFF);
-            assert!(w <= Duration::from_millis(250) * 2u32.pow(attempt - 1));
-        }
-        assert_eq!(n.pause(MAX_ATTEMPTS, None), None);
-        assert_eq!(
-            n.pause(1, Some(Duration::from_secs(2))),
-            Some(Duration::from_secs(2))
-        );
-        assert_eq!(n.pause(1, Some(Duration::from_secs(3600))), None);
     }
 }

@@ -8,7 +8,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::Error;
-use crate::fly::{Call, Client, Reply, Retry};
+use crate::fly::{Call, Client, Repeat, Reply};
+use crate::http::Policy;
 
 /// The header that proves we hold a machine's lease (fly-go's `NonceHeader`).
 pub const NONCE_HEADER: &str = "fly-machine-lease-nonce";
@@ -22,6 +23,15 @@ const WAIT_CAP: Duration = Duration::from_secs(60);
 
 /// Extra time the HTTP request of a `/wait` gets beyond the wait itself.
 const WAIT_SLACK: Duration = Duration::from_secs(15);
+
+/// Lease acquisition's retries: more of them than other calls get (a busy API must not cost
+/// a deploy), within the deploy's deadline.
+const LEASE_POLICY: Policy = Policy {
+    min_delay: Duration::from_millis(250),
+    max_delay: Duration::from_secs(4),
+    max_times: 10,
+    max_retry_after: Duration::from_secs(30),
+};
 
 /// Checks flaps adds for old flyctl versions; fly-go's `RemoveCompatChecks` drops them.
 const COMPAT_CHECK_PREFIX: &str = "bg_deployments_compat";
@@ -55,13 +65,17 @@ pub struct CheckStatus {
     pub output: String,
 }
 
-/// A lease as Fly returns it (`{"status": "success", "data": {...}}`).
+/// A lease as Fly returns it (`{"status": "success", "data": {...}}`, fly-go's envelope; the
+/// description documents a bare lease, which is read too).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Lease {
     #[serde(default)]
     pub nonce: String,
     #[serde(default)]
     pub owner: Option<String>,
+    /// What the holder said it is doing; flightplan's own carry its run's claim.
+    #[serde(default)]
+    pub description: Option<String>,
     /// Unix seconds.
     #[serde(default)]
     pub expires_at: Option<i64>,
@@ -185,6 +199,7 @@ impl Machine {
 }
 
 /// The Machines endpoints of one app.
+#[derive(Clone)]
 pub struct Machines {
     client: Client,
     app: String,
@@ -210,7 +225,7 @@ impl Machines {
     /// API that ignores the parameter cannot widen the deploy.
     pub async fn list(&self, group: &str) -> Result<Vec<Machine>, Error> {
         let call = Call::get(&self.path(&[])).query("metadata.fly_process_group", group);
-        let reply = self.client.call(&call, &self.app).await?;
+        let reply = self.client.call(&call).await?;
         let machines: Vec<Machine> = parse(&reply, &call)?;
         Ok(machines
             .into_iter()
@@ -220,34 +235,85 @@ impl Machines {
 
     pub async fn get(&self, id: &str) -> Result<Machine, Error> {
         let call = Call::get(&self.path(&[id])).pass(StatusCode::NOT_FOUND);
-        let reply = self.client.call(&call, &self.app).await?;
+        let reply = self.client.call(&call).await?;
         if reply.status == StatusCode::NOT_FOUND {
             return Err(not_found(id, &self.app, &reply));
         }
         parse(&reply, &call)
     }
 
-    /// `POST …/{id}/lease?ttl=N` without a nonce. Not retried on ambiguous failures: if a
-    /// first attempt had succeeded, a repeat would find the machine leased, by us.
-    pub async fn acquire_lease(&self, id: &str, ttl: Duration) -> Result<Lease, LeaseRefused> {
+    /// `POST …/{id}/lease` without a nonce: the body `{ttl, description}` the description
+    /// requires and `?ttl=` as fly-go sends it, so either reading gets the TTL.
+    ///
+    /// Retried until `deadline`: a 429 always (the rate limiter refused it before it ran);
+    /// a 5xx, 408 or lost answer only after the holder check: the lease is looked up, and
+    /// one held under `description` (unique to this run) is ours, taken by the attempt
+    /// whose answer was lost. A 409 whose holder is ours is the same case.
+    pub async fn acquire_lease(
+        &self,
+        id: &str,
+        ttl: Duration,
+        description: &str,
+        deadline: Instant,
+    ) -> Result<Lease, LeaseRefused> {
+        let secs = ttl.as_secs().max(1);
         let call = Call::post(&self.path(&[id, "lease"]))
-            .query("ttl", ttl.as_secs().max(1).to_string())
+            .query("ttl", secs.to_string())
+            .json(serde_json::json!({ "ttl": secs, "description": description }))
+            .repeat(Repeat::Never)
             .pass(StatusCode::CONFLICT);
-        let reply = self
-            .client
-            .call(&call, &self.app)
-            .await
-            .map_err(LeaseRefused::Failed)?;
-        if reply.status == StatusCode::CONFLICT {
-            // Ask who holds it; the 409's own message usually says so too.
-            let holder = self.find_lease(id).await.ok().flatten();
-            return Err(LeaseRefused::Held {
-                holder,
-                message: reply.message(),
-                request_id: reply.request_id,
-            });
+        let attempt = || async {
+            match self.client.try_call(&call).await {
+                Ok(reply) if reply.status == StatusCode::CONFLICT => {
+                    let holder = self.find_lease(id).await.ok().flatten();
+                    if let Some(l) = holder.as_ref().filter(|l| is_ours(l, description)) {
+                        tracing::info!("machine {id}: the lease an earlier attempt took is ours");
+                        return Ok(Ok(l.clone()));
+                    }
+                    Ok(Err(LeaseRefused::Held {
+                        holder,
+                        message: Client::message(&reply),
+                        request_id: reply.request_id,
+                    }))
+                }
+                Ok(reply) => lease_of(&reply, &call).map(Ok).map_err(crate::http::known),
+                Err(mut f) if f.status == Some(StatusCode::TOO_MANY_REQUESTS) => {
+                    f.retry = Some(f.retry_after);
+                    Err(f)
+                }
+                Err(mut f)
+                    if f.status.is_none_or(|s| {
+                        s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT
+                    }) =>
+                {
+                    // Ambiguous: the lease may have been granted. Look before asking again.
+                    match self.find_lease(id).await {
+                        Ok(Some(l)) if is_ours(&l, description) => {
+                            tracing::info!(
+                                "machine {id}: {}; the lease was granted all the same",
+                                f.error.message
+                            );
+                            Ok(Ok(l))
+                        }
+                        Ok(Some(l)) => Ok(Err(LeaseRefused::Held {
+                            message: f.error.message.clone(),
+                            holder: Some(l),
+                            request_id: f.error.request_id.take(),
+                        })),
+                        // Nobody holds it (or it cannot be seen): asking again is safe.
+                        _ => {
+                            f.retry = Some(None);
+                            Err(f)
+                        }
+                    }
+                }
+                Err(f) => Err(f),
+            }
+        };
+        match LEASE_POLICY.run(Some(deadline), attempt).await {
+            Ok(outcome) => outcome,
+            Err(f) => Err(LeaseRefused::Failed(f.error)),
         }
-        lease_of(&reply, &call).map_err(LeaseRefused::Failed)
     }
 
     /// Extends our lease (`POST …/lease` with our nonce). Harmless to repeat. Each attempt
@@ -258,12 +324,14 @@ impl Machines {
         nonce: &str,
         ttl: Duration,
     ) -> Result<Lease, Error> {
+        let secs = ttl.as_secs().max(1);
         let call = Call::post(&self.path(&[id, "lease"]))
-            .query("ttl", ttl.as_secs().max(1).to_string())
+            .query("ttl", secs.to_string())
+            .json(serde_json::json!({ "ttl": secs }))
             .header(NONCE_HEADER, nonce)
             .timeout((ttl / 3).max(Duration::from_secs(1)))
-            .retry(Retry::Transient);
-        let reply = self.client.call(&call, &self.app).await?;
+            .repeat(Repeat::Idempotent);
+        let reply = self.client.call(&call).await?;
         lease_of(&reply, &call)
     }
 
@@ -272,15 +340,15 @@ impl Machines {
     pub async fn release_lease(&self, id: &str, nonce: &str) -> Result<(), Error> {
         let call = Call::delete(&self.path(&[id, "lease"]))
             .header(NONCE_HEADER, nonce)
-            .retry(Retry::Transient)
+            .repeat(Repeat::Idempotent)
             .pass(StatusCode::NOT_FOUND);
-        self.client.call(&call, &self.app).await.map(drop)
+        self.client.call(&call).await.map(drop)
     }
 
     /// The current lease of a machine, if any.
     pub async fn find_lease(&self, id: &str) -> Result<Option<Lease>, Error> {
         let call = Call::get(&self.path(&[id, "lease"])).pass(StatusCode::NOT_FOUND);
-        let reply = self.client.call(&call, &self.app).await?;
+        let reply = self.client.call(&call).await?;
         if reply.status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -304,9 +372,9 @@ impl Machines {
         let call = Call::post(&self.path(&[id]))
             .header(NONCE_HEADER, nonce)
             .json(body)
-            .retry(Retry::Transient)
+            .repeat(Repeat::Idempotent)
             .pass(StatusCode::NOT_FOUND);
-        let reply = self.client.call(&call, &self.app).await?;
+        let reply = self.client.call(&call).await?;
         if reply.status == StatusCode::NOT_FOUND {
             return Err(not_found(id, &self.app, &reply));
         }
@@ -316,13 +384,13 @@ impl Machines {
     /// `POST …/{id}/stop` under our lease (for a rollback that restores the database).
     pub async fn stop(&self, id: &str, nonce: &str) -> Result<(), Error> {
         let call = Call::post(&self.path(&[id, "stop"])).header(NONCE_HEADER, nonce);
-        self.client.call(&call, &self.app).await.map(drop)
+        self.client.call(&call).await.map(drop)
     }
 
     /// `POST …/{id}/start` under our lease.
     pub async fn start(&self, id: &str, nonce: &str) -> Result<(), Error> {
         let call = Call::post(&self.path(&[id, "start"])).header(NONCE_HEADER, nonce);
-        self.client.call(&call, &self.app).await.map(drop)
+        self.client.call(&call).await.map(drop)
     }
 
     /// Waits until the machine's instance reaches `state`, looping over `/wait` (each call
@@ -364,18 +432,18 @@ impl Machines {
                 .timeout(Duration::from_secs(secs) + WAIT_SLACK)
                 .pass(StatusCode::REQUEST_TIMEOUT)
                 .pass(StatusCode::NOT_FOUND);
-            let reply = self.client.call(&call, &self.app).await?;
+            let reply = self.client.call(&call).await?;
             last_request_id.clone_from(&reply.request_id);
             match reply.status {
                 s if s.is_success() => return Ok(()),
                 StatusCode::REQUEST_TIMEOUT => {
-                    last = reply.message();
+                    last = Client::message(&reply);
                     tracing::debug!("machine {id}: not `{state}` yet ({last}); waiting again");
                 }
                 _ => {
                     // 404 right after an update: the new version may not be visible yet
                     // (flyctl retries this too).
-                    last = format!("HTTP 404: {}", reply.message());
+                    last = format!("HTTP 404: {}", Client::message(&reply));
                     tokio::time::sleep(Duration::from_secs(1).min(left)).await;
                 }
             }
@@ -445,10 +513,15 @@ fn lease_of(reply: &Reply, call: &Call) -> Result<Lease, Error> {
     }
 }
 
+/// A lease held under this run's own description is this run's.
+fn is_ours(lease: &Lease, description: &str) -> bool {
+    !lease.nonce.is_empty() && lease.description.as_deref() == Some(description)
+}
+
 fn not_found(id: &str, app: &str, reply: &Reply) -> Error {
     let mut e = Error::failure(format!(
         "machine {id} of app `{app}` was not found (HTTP 404: {})",
-        reply.message()
+        Client::message(reply)
     ))
     .hint(format!(
         "it may have been destroyed meanwhile; `fly machines list -a {app}` shows what exists"

@@ -3,6 +3,7 @@
 
 pub mod command;
 pub mod fly;
+pub mod leases;
 pub mod rolling;
 
 use std::collections::BTreeMap;

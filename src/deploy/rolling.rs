@@ -184,7 +184,7 @@ impl FlyDeployer {
         );
 
         // Every lease before any change: a machine held by someone else stops the run here.
-        let leases = match self.acquire(&listed).await {
+        let leases = match self.acquire(&listed, action).await {
             Ok(l) => l,
             Err(e) => {
                 report.machines = listed.iter().map(|m| untouched(m, None)).collect();
@@ -200,12 +200,30 @@ impl FlyDeployer {
         report
     }
 
-    /// Acquires a lease on each machine, in order; on any refusal releases what it got.
-    async fn acquire(&self, machines: &[Machine]) -> Result<Leases, Error> {
+    /// Acquires a lease on each machine, in order, within the deploy's wait budget; on any
+    /// refusal releases what it got. Each lease is described with a claim unique to this
+    /// run, which is how a lease granted to an attempt whose answer was lost is recognised.
+    async fn acquire(&self, machines: &[Machine], action: Action) -> Result<Leases, Error> {
         let leases = Leases::default();
+        let claim = format!(
+            "flightplan {} {:016x}",
+            match action {
+                Action::Deploy => "deploy",
+                Action::Rollback => "rollback",
+            },
+            rand::random::<u64>()
+        );
+        let deadline = Instant::now() + self.wait_timeout;
         for m in machines {
-            match self.api.acquire_lease(&m.id, self.lease_ttl).await {
-                Ok(lease) => leases.set(&m.id, lease.nonce),
+            match self
+                .api
+                .acquire_lease(&m.id, self.lease_ttl, &claim, deadline)
+                .await
+            {
+                Ok(lease) => {
+                    super::leases::hold(&self.api, &m.id, &lease.nonce);
+                    leases.set(&m.id, lease.nonce);
+                }
                 Err(refused) => {
                     self.release(&leases).await;
                     return Err(match refused {
@@ -250,7 +268,10 @@ impl FlyDeployer {
                 tokio::time::sleep(self.lease_ttl / 3).await;
                 for (id, nonce) in leases.snapshot() {
                     match self.api.refresh_lease(&id, &nonce, self.lease_ttl).await {
-                        Ok(lease) => leases.set(&id, lease.nonce),
+                        Ok(lease) => {
+                            super::leases::hold(&self.api, &id, &lease.nonce);
+                            leases.set(&id, lease.nonce);
+                        }
                         // The next change of this machine will fail and say why.
                         Err(e) => tracing::warn!(
                             "{}",
@@ -274,7 +295,9 @@ impl FlyDeployer {
     /// warning.
     async fn release(&self, leases: &Leases) {
         for (id, nonce) in leases.snapshot() {
-            if let Err(e) = self.api.release_lease(&id, &nonce).await {
+            let released = self.api.release_lease(&id, &nonce).await;
+            super::leases::forget(self.api.app(), &id);
+            if let Err(e) = released {
                 tracing::warn!(
                     "{}",
                     self.redactor.scrub(&format!(

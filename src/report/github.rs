@@ -1,28 +1,87 @@
 //! The GitHub REST calls the report needs: pull requests of a commit, one sticky comment,
-//! and a Deployment with its statuses. Plain reqwest with an injectable base URL.
+//! and a Deployment with its statuses; through octocrab (base URI, token, transport) with
+//! its own retry layer off, on the one retry policy and error mapping of `crate::http`.
 //!
-//! Not octocrab: its default retry layer re-sends any request, POSTs included, on a 5xx,
-//! 429 or transport error, which duplicates comments and deployments. Here only reads and
-//! idempotent PATCHes are retried; a failed POST is checked by listing before trying again.
+//! octocrab's default retry layer (`RetryConfig::Simple(3)`) re-sends any request, POSTs
+//! included, on a 5xx, 429 or transport error, which duplicates comments and deployments:
+//! it is off (`RetryConfig::None`). Reads and idempotent writes (a comment's PATCH, a
+//! status) are retried by the policy; a POST that creates something only when GitHub
+//! certainly did not execute it (a rate limit), and a comment's failed POST is checked by
+//! listing the comments before it is sent again.
 
 use std::time::Duration;
 
+use http_body_util::BodyExt;
+use octocrab::Octocrab;
+use octocrab::service::middleware::retry::RetryConfig;
+use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::error::Error;
+use crate::http::{Advice, Answered, Call, Failure, Mapper, Policy, Repeat, Reply, Vendor};
 use crate::redact::Secret;
 
 pub const DEFAULT_API_URL: &str = "https://api.github.com";
-const ATTEMPTS: u32 = 3;
+
+/// What the HTTP layer knows of GitHub.
+pub static GITHUB: Vendor = Vendor {
+    name: "GitHub",
+    url_var: "GITHUB_API_URL",
+    default_url: DEFAULT_API_URL,
+    private_suffix: None,
+    request_id_headers: &["x-github-request-id"],
+    client_request_id: None,
+    message_fields: &["message"],
+    code_field: None,
+    not_executed,
+    advise,
+};
+
+/// A rate limit: 429, or 403 with `x-ratelimit-remaining: 0` or a `retry-after` (GitHub's
+/// primary and secondary limits, "Rate limits for the REST API"); refused before it ran.
+fn not_executed(status: StatusCode, headers: &HeaderMap) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS
+        || (status == StatusCode::FORBIDDEN
+            && (headers
+                .get("x-ratelimit-remaining")
+                .and_then(|v| v.to_str().ok())
+                == Some("0")
+                || headers.contains_key(reqwest::header::RETRY_AFTER)))
+}
+
+fn advise(a: &Answered<'_>) -> Advice {
+    Advice {
+        message: None,
+        hint: match a.status {
+            StatusCode::UNAUTHORIZED => {
+                Some("GITHUB_TOKEN was rejected: pass the job's token (`github-token` input)".into())
+            }
+            StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => Some(
+                "the token may lack a permission: comments need `pull-requests: write`, deployments `deployments: write`"
+                    .into(),
+            ),
+            _ => None,
+        },
+    }
+}
+
+/// Waits from 0.5 s doubling (full jitter), two retries; GitHub's `retry-after` up to a
+/// minute.
+const POLICY: Policy = Policy {
+    min_delay: Duration::from_millis(500),
+    max_delay: Duration::from_secs(8),
+    max_times: 2,
+    max_retry_after: Duration::from_secs(60),
+};
 
 /// A repository on a GitHub API server, with a token.
 pub struct GitHub {
-    http: reqwest::Client,
+    crab: Octocrab,
     base: String,
-    token: Secret,
+    map: Mapper,
     repo: String,
-    backoff: Duration,
+    policy: Policy,
 }
 
 impl std::fmt::Debug for GitHub {
@@ -54,137 +113,118 @@ impl DeployState {
 }
 
 impl GitHub {
+    /// `base_url` is `GITHUB_API_URL` (GitHub Enterprise: `https://HOST/api/v3`); plain
+    /// http:// is refused except to loopback, so the token never crosses a network in
+    /// clear text.
     pub fn new(base_url: &str, token: &str, repo: &str) -> Result<GitHub, Error> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("flightplan/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| Error::failure(format!("cannot build the HTTP client: {e}")))?;
         if !repo.contains('/') {
             return Err(Error::usage(format!(
                 "GITHUB_REPOSITORY `{repo}` is not owner/name"
             )));
         }
-        // The token must not cross a network in plain text: http:// only for loopback
-        // (the test fakes). Issue 8: the other API clients already refused it.
-        let parsed = url::Url::parse(base_url)
-            .map_err(|e| Error::usage(format!("GITHUB_API_URL `{base_url}` is not a URL: {e}")))?;
-        let loopback = match parsed.host() {
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            Some(url::Host::Domain(d)) => d == "localhost",
-            None => false,
-        };
-        if parsed.scheme() != "https" && !(parsed.scheme() == "http" && loopback) {
-            return Err(Error::usage(format!(
-                "GITHUB_API_URL `{base_url}` is not https:// (plain http:// would send the token in clear text)"
-            ))
-            .hint("use https:// (GitHub Enterprise: https://HOST/api/v3)"));
-        }
+        let base = crate::http::base_url(&GITHUB, Some(base_url))?;
+        let token = Secret::new(token.trim());
+        let crab = Octocrab::builder()
+            .base_uri(base.as_str().trim_end_matches('/'))
+            .map_err(|e| Error::usage(format!("GITHUB_API_URL `{base_url}`: {e}")))?
+            .personal_token(token.expose().to_string())
+            .add_retry_config(RetryConfig::None)
+            .set_connect_timeout(Some(Duration::from_secs(10)))
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .set_write_timeout(Some(Duration::from_secs(30)))
+            .add_header(
+                reqwest::header::ACCEPT,
+                "application/vnd.github+json".to_string(),
+            )
+            .add_header(
+                reqwest::header::HeaderName::from_static("x-github-api-version"),
+                "2022-11-28".to_string(),
+            )
+            .build()
+            .map_err(|e| Error::failure(format!("cannot set up the GitHub client: {e}")))?;
         Ok(GitHub {
-            http,
-            base: base_url.trim_end_matches('/').to_string(),
-            token: Secret::new(token),
+            crab,
+            base: base.as_str().trim_end_matches('/').to_string(),
+            map: Mapper::new(&GITHUB, token.expose()),
             repo: repo.to_string(),
-            backoff: Duration::from_millis(500),
+            policy: POLICY,
         })
     }
 
     /// Shorter waits between retries (tests).
     pub fn with_backoff(mut self, d: Duration) -> GitHub {
-        self.backoff = d;
+        self.policy.min_delay = d;
         self
     }
 
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-        retry: bool,
-    ) -> Result<(StatusCode, Value), Error> {
-        let url = format!("{}{path}", self.base);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut req = self
-                .http
-                .request(method.clone(), &url)
-                .header("Accept", "application/vnd.github+json")
-                .header("X-GitHub-Api-Version", "2022-11-28")
-                .bearer_auth(self.token.expose());
-            if let Some(b) = body {
-                req = req.json(b);
-            }
-            let result = req.send().await;
-            let (status, headers, text) = match result {
-                Ok(r) => {
-                    let status = r.status();
-                    let headers = r.headers().clone();
-                    (status, headers, r.text().await.unwrap_or_default())
-                }
-                Err(e) if retry && attempt < ATTEMPTS => {
-                    tracing::warn!("GitHub {method} {path}: {e}; retrying");
-                    tokio::time::sleep(self.backoff * attempt).await;
-                    continue;
-                }
-                Err(e) => return Err(Error::failure(format!("GitHub {method} {path}: {e}"))),
-            };
-            let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            let limited = status == StatusCode::TOO_MANY_REQUESTS
-                || (status == StatusCode::FORBIDDEN
-                    && headers
-                        .get("x-ratelimit-remaining")
-                        .and_then(|v| v.to_str().ok())
-                        == Some("0"));
-            if retry && attempt < ATTEMPTS && (limited || status.is_server_error()) {
-                let wait = headers
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .map(Duration::from_secs)
-                    .unwrap_or(self.backoff * 2u32.pow(attempt));
-                tracing::warn!(
-                    "GitHub {method} {path}: {status}; retrying in {:.1}s",
-                    wait.as_secs_f64()
-                );
-                tokio::time::sleep(wait.min(Duration::from_secs(60))).await;
-                continue;
-            }
-            if status.is_success() {
-                return Ok((status, json));
-            }
-            let message = json["message"]
-                .as_str()
-                .unwrap_or(text.as_str())
-                .to_string();
-            let mut err = Error::failure(format!(
-                "GitHub {method} {path} answered {status}: {message}"
-            ));
-            if let Some(id) = headers
-                .get("x-github-request-id")
-                .and_then(|v| v.to_str().ok())
-            {
-                err.request_id = Some(id.to_string());
-            }
-            if status == StatusCode::FORBIDDEN || status == StatusCode::NOT_FOUND {
-                err = err.hint("the token may lack a permission: comments need `pull-requests: write`, deployments `deployments: write`");
-            }
-            return Err(err);
+    /// One request under the policy.
+    async fn send(&self, call: &Call) -> Result<Reply, Failure> {
+        let mut policy = self.policy;
+        if call.repeat == Repeat::Never {
+            policy.max_times = 0;
         }
+        policy.run(None, || self.once(call)).await
+    }
+
+    async fn once(&self, call: &Call) -> Result<Reply, Failure> {
+        let mut uri = format!("/{}", call.segments.join("/"));
+        if !call.query.is_empty() {
+            let q: String = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(&call.query)
+                .finish();
+            uri = format!("{uri}?{q}");
+        }
+        let what = format!("{} {}", call.method, uri.split('?').next().unwrap_or(""));
+        let sent = match call.method {
+            Method::GET => self.crab._get(uri.as_str()).await,
+            Method::POST => self.crab._post(uri.as_str(), call.body.as_ref()).await,
+            Method::PATCH => self.crab._patch(uri.as_str(), call.body.as_ref()).await,
+            _ => unreachable!("flightplan sends GitHub only GET, POST and PATCH"),
+        };
+        let resp = sent.map_err(|e| {
+            // octocrab does not say whether the connection opened: any transport error
+            // counts as possibly executed, so only idempotent requests are repeated.
+            self.map.transport(
+                &self.base,
+                &what,
+                &crate::http::error_chain(&e),
+                false,
+                call.repeat,
+                None,
+            )
+        })?;
+        let (parts, body) = resp.into_parts();
+        let bytes = match body.collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return Err(self.map.transport(
+                    &self.base,
+                    &what,
+                    &format!("the answer (HTTP {}) could not be read: {e}", parts.status),
+                    false,
+                    call.repeat,
+                    None,
+                ));
+            }
+        };
+        self.map
+            .answer(call, &what, parts.status, &parts.headers, &bytes, None)
+    }
+
+    fn get(&self, path: &str) -> Call {
+        Call::get(&path.split('/').collect::<Vec<_>>())
+    }
+
+    fn repo_path(&self, rest: &str) -> String {
+        format!("repos/{}/{rest}", self.repo)
     }
 
     /// Pull requests associated with a commit (the merged PR, for a push to main).
     pub async fn pulls_for_commit(&self, sha: &str) -> Result<Vec<u64>, Error> {
-        let (_, v) = self
-            .send(
-                Method::GET,
-                &format!("/repos/{}/commits/{sha}/pulls?per_page=100", self.repo),
-                None,
-                true,
-            )
-            .await?;
+        let call = self
+            .get(&self.repo_path(&format!("commits/{sha}/pulls")))
+            .query("per_page", "100");
+        let v = self.send(&call).await?.body;
         Ok(v.as_array()
             .into_iter()
             .flatten()
@@ -198,17 +238,11 @@ impl GitHub {
     pub async fn pull_files(&self, pr: u64) -> Result<Vec<(String, String)>, Error> {
         let mut out = Vec::new();
         for page in 1..=30 {
-            let (_, v) = self
-                .send(
-                    Method::GET,
-                    &format!(
-                        "/repos/{}/pulls/{pr}/files?per_page=100&page={page}",
-                        self.repo
-                    ),
-                    None,
-                    true,
-                )
-                .await?;
+            let call = self
+                .get(&self.repo_path(&format!("pulls/{pr}/files")))
+                .query("per_page", "100")
+                .query("page", page.to_string());
+            let v = self.send(&call).await?.body;
             let list = v.as_array().cloned().unwrap_or_default();
             out.extend(list.iter().filter_map(|f| {
                 Some((
@@ -226,17 +260,11 @@ impl GitHub {
     /// Finds flightplan's comment (by its hidden marker) among the PR's comments.
     async fn find_comment(&self, pr: u64, marker: &str) -> Result<Option<u64>, Error> {
         for page in 1..=50 {
-            let (_, v) = self
-                .send(
-                    Method::GET,
-                    &format!(
-                        "/repos/{}/issues/{pr}/comments?per_page=100&page={page}",
-                        self.repo
-                    ),
-                    None,
-                    true,
-                )
-                .await?;
+            let call = self
+                .get(&self.repo_path(&format!("issues/{pr}/comments")))
+                .query("per_page", "100")
+                .query("page", page.to_string());
+            let v = self.send(&call).await?.body;
             let list = v.as_array().cloned().unwrap_or_default();
             // A person quoting the marker is not flightplan: only bots' comments are ours.
             if let Some(c) = list.iter().find(|c| {
@@ -253,48 +281,75 @@ impl GitHub {
     }
 
     /// Creates or updates the one sticky comment; returns its id and whether it was created.
+    /// The update is a PATCH (GitHub's documented method; octocrab's `update_comment`
+    /// sends POST). A POST that failed is never sent again before the comments are listed:
+    /// it may have landed.
     pub async fn upsert_comment(
         &self,
         pr: u64,
         body: &str,
         marker: &str,
     ) -> Result<(u64, bool), Error> {
+        let body = json!({ "body": body });
         if let Some(id) = self.find_comment(pr, marker).await? {
-            self.send(
+            let call = Call::new(
                 Method::PATCH,
-                &format!("/repos/{}/issues/comments/{id}", self.repo),
-                Some(&json!({ "body": body })),
-                true,
+                &[
+                    "repos",
+                    &self.owner(),
+                    &self.name(),
+                    "issues",
+                    "comments",
+                    &id.to_string(),
+                ],
+                Repeat::Idempotent,
             )
-            .await?;
+            .json(body);
+            self.send(&call).await?;
             return Ok((id, false));
         }
-        let path = format!("/repos/{}/issues/{pr}/comments", self.repo);
-        match self
-            .send(Method::POST, &path, Some(&json!({ "body": body })), false)
-            .await
-        {
-            Ok((_, v)) => Ok((v["id"].as_u64().unwrap_or(0), true)),
+        let post = Call::new(
+            Method::POST,
+            &[
+                "repos",
+                &self.owner(),
+                &self.name(),
+                "issues",
+                &pr.to_string(),
+                "comments",
+            ],
+            Repeat::IfNotExecuted,
+        )
+        .json(body);
+        match self.send(&post).await {
+            Ok(r) => Ok((r.body["id"].as_u64().unwrap_or(0), true)),
             Err(first) => {
                 // The POST may have landed even though we saw an error: look before retrying.
-                tokio::time::sleep(self.backoff).await;
+                tokio::time::sleep(self.policy.min_delay).await;
                 if let Some(id) = self.find_comment(pr, marker).await? {
                     return Ok((id, true));
                 }
                 tracing::warn!(
                     "creating the PR comment failed ({}); trying once more",
-                    first.message
+                    first.error.message
                 );
-                let (_, v) = self
-                    .send(Method::POST, &path, Some(&json!({ "body": body })), false)
-                    .await?;
-                Ok((v["id"].as_u64().unwrap_or(0), true))
+                let r = self.send(&post.repeat(Repeat::Never)).await?;
+                Ok((r.body["id"].as_u64().unwrap_or(0), true))
             }
         }
     }
 
+    fn owner(&self) -> String {
+        self.repo.split('/').next().unwrap_or_default().to_string()
+    }
+
+    fn name(&self) -> String {
+        self.repo.split('/').nth(1).unwrap_or_default().to_string()
+    }
+
     /// Creates a Deployment. `required_contexts: []` and `auto_merge: false`, or GitHub
     /// refuses (409) while this very job's check is pending, or merges the default branch.
+    /// Repeated only after a rate limit: a lost answer might have created it.
     pub async fn create_deployment(
         &self,
         sha: &str,
@@ -312,21 +367,20 @@ impl GitHub {
             "payload": payload,
             "production_environment": environment == "production",
         });
-        let (status, v) = self
-            .send(
-                Method::POST,
-                &format!("/repos/{}/deployments", self.repo),
-                Some(&body),
-                false,
-            )
-            .await?;
-        if status == StatusCode::ACCEPTED {
+        let call = Call::new(
+            Method::POST,
+            &["repos", &self.owner(), &self.name(), "deployments"],
+            Repeat::IfNotExecuted,
+        )
+        .json(body);
+        let r = self.send(&call).await?;
+        if r.status == StatusCode::ACCEPTED {
             return Err(Error::failure(format!(
                 "GitHub did not create a deployment: {}",
-                v["message"].as_str().unwrap_or("202 Accepted")
+                r.body["message"].as_str().unwrap_or("202 Accepted")
             )));
         }
-        v["id"]
+        r.body["id"]
             .as_u64()
             .ok_or_else(|| Error::failure("GitHub's deployment answer has no id"))
     }
@@ -348,13 +402,20 @@ impl GitHub {
             body["environment_url"] = json!(u);
         }
         // A status POST is safe to repeat: the last one wins.
-        self.send(
+        let call = Call::new(
             Method::POST,
-            &format!("/repos/{}/deployments/{id}/statuses", self.repo),
-            Some(&body),
-            true,
+            &[
+                "repos",
+                &self.owner(),
+                &self.name(),
+                "deployments",
+                &id.to_string(),
+                "statuses",
+            ],
+            Repeat::Idempotent,
         )
-        .await?;
+        .json(body);
+        self.send(&call).await?;
         Ok(())
     }
 }

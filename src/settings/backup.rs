@@ -106,7 +106,7 @@ impl Sources<'_> {
             .unwrap_or_else(|| neon::DEFAULT_API_URL.to_string());
         Ok(neon::Settings {
             api_url: neon::parse_api_url(&raw)?,
-            api_key: neon::ApiKey::new(&key),
+            api_key: crate::redact::Secret::new(key),
             project_id,
             branch: branch.filter(|b| !b.trim().is_empty()),
             timeout,

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::fly_secrets::FakeFly;
+use crate::support::fly::FakeFly;
 use serde_json::Value;
 
 const EXAMPLE_CONFIG: &str = "examples/secure2send/flightplan.toml";
@@ -606,7 +606,7 @@ fn an_invalid_contract_is_exit_2_with_its_line_and_key() {
 
 #[test]
 fn action_inputs_are_read_from_input_variables() {
-    let fly = FakeFly::start();
+    let fly = FakeFly::start_empty();
     fly.token("fm2_inputtoken").app("s2s", &["A"]);
     let s = Scratch::new("app = \"s2s\"\n[env.A]\nrequired = true\nsecret = true\n");
     let file = s.write("a.env", "A=value-from-file-1234\n");
@@ -665,7 +665,7 @@ fn fly_run(fly: &FakeFly, token: &str, extra_env: &[(&str, &str)]) -> Run {
 
 #[test]
 fn fly_audit_reports_required_secrets_missing_from_the_app() {
-    let fly = FakeFly::start();
+    let fly = FakeFly::start_empty();
     fly.token("fm2_deploytoken").app(
         "secure2send",
         &[
@@ -711,7 +711,7 @@ fn fly_audit_reports_required_secrets_missing_from_the_app() {
             .any(|c| c["scope"] == "fly" && c["name"] == "NODE_ENV")
     );
     assert_eq!(doc["fly"]["app"], "secure2send");
-    assert_eq!(doc["fly"]["request_id"], "01FAKE000001");
+    assert_eq!(doc["fly"]["request_id"], "01FAKEREQ000001-ord");
     assert_eq!(
         doc["summary"]["failed_names"],
         serde_json::json!([
@@ -728,7 +728,7 @@ fn fly_audit_reports_required_secrets_missing_from_the_app() {
     );
 
     // FLY_APP overrides the config's `app`.
-    let fly2 = FakeFly::start();
+    let fly2 = FakeFly::start_empty();
     fly2.token("fm2_t").app("s2s-staging", &[]);
     let run = fly_run(&fly2, "fm2_t", &[("FLY_APP", "s2s-staging")]);
     run.expect(1);
@@ -737,7 +737,7 @@ fn fly_audit_reports_required_secrets_missing_from_the_app() {
 
 #[test]
 fn fly_auth_header_forms() {
-    let fly = FakeFly::start();
+    let fly = FakeFly::start_empty();
     fly.token("fm2_aaa")
         .token("fm2_bbb")
         .token("fm1r_ccc")
@@ -768,7 +768,7 @@ fn fly_auth_header_forms() {
 
 #[test]
 fn fly_rejects_a_bad_token_with_its_error_and_request_id() {
-    let fly = FakeFly::start();
+    let fly = FakeFly::start_empty();
     fly.token("fm2_good").app("secure2send", &["DATABASE_URL"]);
     let run = fly_run(&fly, "fm2_revoked", &[]);
     run.expect(1);
@@ -780,7 +780,7 @@ fn fly_rejects_a_bad_token_with_its_error_and_request_id() {
         "{err}"
     );
     assert!(msg.contains("secure2send"), "{err}");
-    assert_eq!(err["request_id"], "01FAKE000001");
+    assert_eq!(err["request_id"], "01FAKEREQ000001-ord");
     assert_eq!(err["code"], "unknown");
     assert!(
         err["hint"]
@@ -809,7 +809,7 @@ fn fly_rejects_a_bad_token_with_its_error_and_request_id() {
 
 #[test]
 fn fly_unknown_app_is_reported_with_flys_message() {
-    let fly = FakeFly::start();
+    let fly = FakeFly::start_empty();
     fly.token("fm2_good").app("other-app", &[]);
     let run = fly_run(&fly, "fm2_good", &[]);
     run.expect(1);
@@ -819,13 +819,13 @@ fn fly_unknown_app_is_reported_with_flys_message() {
         msg.contains("`secure2send` was not found") && msg.contains("app not found"),
         "{err}"
     );
-    assert_eq!(err["request_id"], "01FAKE000001");
+    assert_eq!(err["request_id"], "01FAKEREQ000001-ord");
     assert!(err["hint"].as_str().unwrap().contains("FLY_APP"));
 }
 
 #[test]
 fn fly_transient_errors_are_retried_then_reported() {
-    let fly = FakeFly::start();
+    let fly = FakeFly::start_empty();
     fly.token("fm2_good")
         .app("secure2send", &["DATABASE_URL"])
         .fail_next(503);
@@ -834,7 +834,7 @@ fn fly_transient_errors_are_retried_then_reported() {
     assert!(run.json()["error"].is_null(), "{}", run.stdout);
     assert_eq!(fly.requests().len(), 2);
 
-    let fly = FakeFly::start();
+    let fly = FakeFly::start_empty();
     fly.token("fm2_good").app("secure2send", &[]);
     for _ in 0..3 {
         fly.fail_next(503);
@@ -852,7 +852,7 @@ fn fly_transient_errors_are_retried_then_reported() {
 
 #[test]
 fn fly_settings_are_checked_before_anything_is_contacted() {
-    let fly = FakeFly::start();
+    let fly = FakeFly::start_empty();
     let s = Scratch::new("[env.A]\n");
     // No app anywhere.
     let run = s.run(
@@ -968,7 +968,7 @@ fn canary_no_secret_or_part_of_one_is_ever_printed() {
     std::fs::write(&env_file, env_text(&vars)).unwrap();
 
     // A Fly API that misbehaves: it echoes the Authorization header in its 401 body.
-    let fly = FakeFly::start();
+    let fly = FakeFly::start_empty();
     fly.token("fm2_other").app("secure2send", &[]).echo_auth();
 
     let run_with = |format: &str, gha: bool| {

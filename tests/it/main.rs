@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! flightplan's integration tests, in one binary (one link, one process to schedule, as
 //! ripgrep keeps them): the built `flightplan` spawned as a process against the real
 //! PostgreSQL and the stateful vendor fakes of `support`.
@@ -11,6 +12,7 @@ mod drift;
 mod faults_input;
 mod faults_migrate;
 mod faults_run;
+mod fly_edges;
 mod fuzz_regressions;
 mod layouts;
 mod migrate;

@@ -510,7 +510,7 @@ fn sigterm_mid_migration_still_deletes_the_branch() {
 fn an_api_error_after_the_branch_exists_still_deletes_it() {
     let w = World::neon();
     w.neon
-        .inject(neon::Fault::new("GET", "/connection_uri", 500, 1));
+        .inject(neon::Fault::new("GET", "/connection_uri", 500, 50));
     let run = w.run(&["--format", "json"]);
     run.expect(1);
     let json = run.json();

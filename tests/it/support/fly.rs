@@ -2,10 +2,12 @@
 //! states, instance ids and versions; leases with nonces, expiry and 409s; `/wait` that
 //! answers 408 before a machine is started; health checks that are empty right after a
 //! start and then pass or turn critical; injected 429s; the FlyV1/Bearer token rule with
-//! Fly's 401 body; `fly-request-id` on every answer; and every request recorded.
+//! Fly's 401 body; `fly-request-id` on every answer; every request recorded; the apps'
+//! secret names for `check-env --fly` (`GET /v1/apps/{app}/secrets`); and every exchange
+//! checked against fly.json (support/spec.rs).
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -15,6 +17,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+
+use super::spec::{Checker, Conformance, Spec};
 
 /// One request as the fake saw it, and how it answered.
 #[derive(Debug, Clone)]
@@ -50,6 +54,8 @@ impl Recorded {
 pub struct Lease {
     pub nonce: String,
     pub owner: String,
+    /// What the holder said it is doing (the request body's `description`).
+    pub description: String,
     pub expires: Instant,
     pub expires_unix: u64,
 }
@@ -102,14 +108,30 @@ struct Inner {
     inject: Vec<(String, String, u16, u32)>,
     /// (n, status): the n-th request (from 1) is answered `status` unseen; see `fail_nth`.
     schedule: Vec<(u64, u16)>,
+    /// (method, path suffix, status, times left): applied, then answered `status` as if
+    /// the answer had been lost on the way (the request did happen).
+    lost: Vec<(String, String, u16, u32)>,
+    /// app name → secret names (`GET /v1/apps/{app}/secrets`).
+    secrets: HashMap<String, Vec<String>>,
+    /// Statuses to answer (before anything else) to the next requests, e.g. 503.
+    fail_next: VecDeque<u16>,
+    /// Deliberately unfaithful: echo the Authorization header in 401 bodies, to prove
+    /// that flightplan scrubs what a misbehaving server sends back.
+    echo_auth: bool,
+    checker: Checker,
 }
 
-/// The fake server. Dropping it leaves the thread serving until the test process ends.
+/// The fake server. Dropping it leaves the thread serving until the test process ends;
+/// dropping the test's last handle fails the test on any violation of fly.json.
 #[derive(Clone)]
 pub struct FakeMachines {
     inner: Arc<Mutex<Inner>>,
     pub url: String,
+    pub conformance: Conformance,
 }
+
+/// The same fake, as the check-env tests name it (apps and their secrets).
+pub type FakeFly = FakeMachines;
 
 /// The owner of the leases flightplan takes (the token's identity).
 pub const OUR_OWNER: &str = "ci-deployer@tokens.fly.io";
@@ -154,7 +176,13 @@ pub fn app_config(group: &str, image: &str) -> Value {
 impl FakeMachines {
     /// Starts the server for `app`, accepting the given token parts.
     pub fn start(app: &str, tokens: &[&str]) -> FakeMachines {
+        let (conformance, checker) = Conformance::new(Spec::fly());
         let inner = Arc::new(Mutex::new(Inner {
+            secrets: HashMap::new(),
+            lost: Vec::new(),
+            fail_next: VecDeque::new(),
+            echo_auth: false,
+            checker,
             app: app.to_string(),
             tokens: tokens.iter().map(|t| t.to_string()).collect(),
             machines: Vec::new(),
@@ -185,7 +213,41 @@ impl FakeMachines {
         FakeMachines {
             inner,
             url: format!("http://{addr}"),
+            conformance,
         }
+    }
+
+    /// A fake with no machines and no tokens yet, for the secrets audit (`check-env --fly`):
+    /// add them with [`FakeMachines::token`] and [`FakeMachines::app`].
+    pub fn start_empty() -> FakeMachines {
+        FakeMachines::start("", &[])
+    }
+
+    /// An app and its secrets' names.
+    pub fn app(&self, name: &str, secrets: &[&str]) -> &FakeMachines {
+        self.with(|s| {
+            s.secrets
+                .insert(name.into(), secrets.iter().map(|x| x.to_string()).collect())
+        });
+        self
+    }
+
+    /// Another accepted token part (a macaroon under FlyV1, anything else under Bearer).
+    pub fn token(&self, token: &str) -> &FakeMachines {
+        self.with(|s| s.tokens.push(token.into()));
+        self
+    }
+
+    /// The next request is answered `status` before anything else.
+    pub fn fail_next(&self, status: u16) -> &FakeMachines {
+        self.with(|s| s.fail_next.push_back(status));
+        self
+    }
+
+    /// 401 bodies echo the Authorization header (a misbehaving server).
+    pub fn echo_auth(&self) -> &FakeMachines {
+        self.with(|s| s.echo_auth = true);
+        self
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
@@ -239,6 +301,7 @@ impl FakeMachines {
             m.lease = Some(Lease {
                 nonce: "theirs0nonce".into(),
                 owner: owner.into(),
+                description: "fly deploy".into(),
                 expires: Instant::now() + Duration::from_secs(600),
                 expires_unix: unix_now() + 600,
             });
@@ -265,6 +328,19 @@ impl FakeMachines {
     /// answered `status` (e.g. 429) before being looked at.
     pub fn inject(&self, method: &str, suffix: &str, status: u16, times: u32) -> &FakeMachines {
         self.with(|s| s.inject.push((method.into(), suffix.into(), status, times)));
+        self
+    }
+
+    /// The next `times` requests with this method whose path ends with `suffix` are acted
+    /// on, then answered `status` (e.g. 503): the case of an answer lost after the work.
+    pub fn lose_answer(
+        &self,
+        method: &str,
+        suffix: &str,
+        status: u16,
+        times: u32,
+    ) -> &FakeMachines {
+        self.with(|s| s.lost.push((method.into(), suffix.into(), status, times)));
         self
     }
 
@@ -389,6 +465,26 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let (resp, checker) = exchange(&state, &method, &uri, &headers, &body);
+    checker
+        .respond(
+            method.as_str(),
+            uri.path(),
+            uri.query().unwrap_or(""),
+            &headers,
+            &body,
+            resp,
+        )
+        .await
+}
+
+fn exchange(
+    state: &Mutex<Inner>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> (Response, Checker) {
     let mut s = state.lock().unwrap();
     s.served += 1;
     let request_id = format!("01FAKEREQ{:06}-ord", s.served);
@@ -406,7 +502,7 @@ async fn handle(
                 .collect()
         })
         .unwrap_or_default();
-    let json_body: Option<Value> = serde_json::from_slice(&body).ok();
+    let json_body: Option<Value> = serde_json::from_slice(body).ok();
     let path = uri.path().to_string();
     s.requests.push(Recorded {
         method: method.to_string(),
@@ -420,18 +516,26 @@ async fn handle(
     });
     let resp = answer(
         &mut s,
-        &method,
+        method,
         &path,
         &query,
-        &headers,
+        headers,
         json_body,
         &request_id,
     );
+    let mut resp = resp;
+    if let Some(slot) = s.lost.iter_mut().find(|(m, suffix, _, left)| {
+        *left > 0 && m == method.as_str() && path.ends_with(suffix.as_str())
+    }) {
+        slot.3 -= 1;
+        let code = StatusCode::from_u16(slot.2).unwrap();
+        resp = fly_error(code, &request_id, "upstream connect error");
+    }
     let status = resp.status().as_u16();
     if let Some(last) = s.requests.last_mut() {
         last.status = status;
     }
-    resp
+    (resp, s.checker.clone())
 }
 
 fn answer(
@@ -453,6 +557,19 @@ fn answer(
         }
         return r;
     }
+    if let Some(status) = s.fail_next.pop_front() {
+        let code = StatusCode::from_u16(status).unwrap();
+        let mut r = reply(
+            code,
+            rid,
+            json!({"error": "service temporarily unavailable", "status": if status == 503 { "insufficient_capacity" } else { "unknown" }}),
+        );
+        if status == 429 {
+            r.headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+        }
+        return r;
+    }
     // Injected answers first: the rate limiter answers before anything else.
     if let Some(slot) = s.inject.iter_mut().find(|(m, suffix, _, left)| {
         *left > 0 && m == method.as_str() && path.ends_with(suffix.as_str())
@@ -466,22 +583,19 @@ fn answer(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
+    let unauthorized = |why: &str| {
+        let msg = if s.echo_auth {
+            format!("{why} (got {auth})")
+        } else {
+            why.to_string()
+        };
+        fly_error(StatusCode::UNAUTHORIZED, rid, &msg)
+    };
     match token_parts(auth) {
         Some(parts) if parts.iter().all(|p| s.tokens.contains(p)) => {}
-        Some(_) => {
-            return fly_error(
-                StatusCode::UNAUTHORIZED,
-                rid,
-                "token validation error: unauthorized",
-            );
-        }
-        None => {
-            return fly_error(
-                StatusCode::UNAUTHORIZED,
-                rid,
-                "verify: invalid token: no tokens found in header",
-            );
-        }
+        Some(_) => return unauthorized("token validation error: unauthorized"),
+        None if auth.is_empty() => return unauthorized("unauthorized"),
+        None => return unauthorized("verify: invalid token: no tokens found in header"),
     }
 
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -492,6 +606,24 @@ fn answer(
     let (empty_polls, critical) = (s.empty_polls, s.critical.clone());
     let waits_408 = s.waits_408;
     match segs.as_slice() {
+        ["v1", "apps", app, "secrets"] if method == Method::GET => {
+            let Some(names) = s.secrets.get(*app) else {
+                return fly_error(StatusCode::NOT_FOUND, rid, "app not found");
+            };
+            let secrets: Vec<Value> = names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    json!({
+                        "name": n,
+                        "digest": format!("{:016x}", 0x9e37_79b9_u64.wrapping_mul(i as u64 + 1)),
+                        "created_at": "2026-01-16T10:00:00Z",
+                        "updated_at": "2026-01-16T10:00:00Z",
+                    })
+                })
+                .collect();
+            reply(StatusCode::OK, rid, json!({ "secrets": secrets }))
+        }
         ["v1", "apps", app, "machines"] if method == Method::GET => {
             if *app != s.app {
                 return fly_error(StatusCode::NOT_FOUND, rid, "app not found");
@@ -572,7 +704,7 @@ fn check_lease(m: &Machine, nonce: &Option<String>, rid: &str) -> Option<Respons
 fn lease_json(l: &Lease) -> Value {
     json!({"status": "success", "data": {
         "nonce": l.nonce, "expires_at": l.expires_unix, "owner": l.owner,
-        "description": "", "version": "01LEASEVERSION"
+        "description": l.description, "version": "01LEASEVERSION"
     }})
 }
 
@@ -722,6 +854,11 @@ fn machine_route(
                     let l = Lease {
                         nonce: format!("{:012x}", 0xabc0_0000_u64 + lease_seq),
                         owner: OUR_OWNER.into(),
+                        description: body
+                            .as_ref()
+                            .and_then(|b| b["description"].as_str())
+                            .unwrap_or("")
+                            .to_string(),
                         expires: Instant::now() + Duration::from_secs(ttl),
                         expires_unix: unix_now() + ttl,
                     };

@@ -2,7 +2,9 @@
 //! of a commit, issue comments (list, create, update), deployments that refuse what GitHub
 //! refuses (default `required_contexts` while checks are pending: 409; `auto_merge`: 202),
 //! deployment statuses with GitHub's state list, Bearer auth with GitHub's 401 body,
-//! `x-github-request-id` on every answer, and every request recorded.
+//! `x-github-request-id` on every answer, every request recorded, and every exchange
+//! checked against github.json (support/spec.rs): answers carry the fields the description
+//! requires (users, pull requests, comments, deployments and their statuses).
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -13,6 +15,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+
+use super::spec::{Checker, Conformance, Spec};
 
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -53,20 +57,24 @@ pub struct Inner {
     /// before it is looked at (a rate limit, an outage); see `fail_nth`.
     pub schedule: Vec<(usize, u16)>,
     next_id: u64,
+    checker: Option<Checker>,
 }
 
 #[derive(Clone)]
 pub struct FakeGitHub {
     pub inner: Arc<Mutex<Inner>>,
     pub url: String,
+    pub conformance: Conformance,
 }
 
 impl FakeGitHub {
     pub fn start(repo: &str, token: &str) -> FakeGitHub {
+        let (conformance, checker) = Conformance::new(Spec::github());
         let inner = Arc::new(Mutex::new(Inner {
             repo: repo.into(),
             token: token.into(),
             next_id: 1000,
+            checker: Some(checker),
             ..Default::default()
         }));
         let state = inner.clone();
@@ -88,6 +96,7 @@ impl FakeGitHub {
         FakeGitHub {
             inner,
             url: format!("http://{addr}"),
+            conformance,
         }
     }
 
@@ -180,8 +189,8 @@ async fn handle(State(shared): State<Arc<Mutex<Inner>>>, req: Request) -> Respon
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
-    let auth = req
-        .headers()
+    let headers = req.headers().clone();
+    let auth = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
@@ -193,40 +202,167 @@ async fn handle(State(shared): State<Arc<Mutex<Inner>>>, req: Request) -> Respon
     } else {
         serde_json::from_slice(&bytes).ok()
     };
-    let mut st = shared.lock().unwrap();
-    let n = st.requests.len() + 1;
-    if let Some(&(_, status)) = st.schedule.iter().find(|(k, _)| *k == n) {
-        st.requests.push(Recorded {
-            method,
-            path,
-            body,
-            status,
-        });
-        let mut r = answer(
-            status,
-            json!({"message": format!("injected {status}"), "documentation_url": "https://docs.github.com/rest"}),
-        );
-        if status == 429 {
-            r.headers_mut()
-                .insert("retry-after", HeaderValue::from_static("1"));
+    let (resp, checker) = {
+        let mut st = shared.lock().unwrap();
+        let n = st.requests.len() + 1;
+        let checker = st.checker.clone();
+        if let Some(&(_, status)) = st.schedule.iter().find(|(k, _)| *k == n) {
+            st.requests.push(Recorded {
+                method: method.clone(),
+                path: path.clone(),
+                body,
+                status,
+            });
+            let mut r = answer(
+                status,
+                json!({"message": format!("injected {status}"), "documentation_url": "https://docs.github.com/rest"}),
+            );
+            if status == 429 {
+                r.headers_mut()
+                    .insert("retry-after", HeaderValue::from_static("1"));
+            }
+            (r, checker)
+        } else {
+            let (status, out) = route(
+                &mut st,
+                &method,
+                &path,
+                &query,
+                auth.as_deref(),
+                body.as_ref(),
+            );
+            st.requests.push(Recorded {
+                method: method.clone(),
+                path: path.clone(),
+                body,
+                status,
+            });
+            (answer(status, out), checker)
         }
-        return r;
+    };
+    match checker {
+        Some(c) => {
+            c.respond(&method, &path, &query, &headers, &bytes, resp)
+                .await
+        }
+        None => resp,
     }
-    let (status, out) = route(
-        &mut st,
-        &method,
-        &path,
-        &query,
-        auth.as_deref(),
-        body.as_ref(),
-    );
-    st.requests.push(Recorded {
-        method,
-        path,
-        body,
-        status,
-    });
-    answer(status, out)
+}
+
+/// A `simple-user`, with every field github.json requires.
+pub fn user(login: &str, kind: &str, id: u64) -> Value {
+    let api = format!("https://api.github.com/users/{login}");
+    json!({
+        "login": login, "id": id, "node_id": format!("MDQ6VXNlcn{id}"),
+        "avatar_url": format!("https://avatars.githubusercontent.com/u/{id}?v=4"),
+        "gravatar_id": "", "url": api, "html_url": format!("https://github.com/{login}"),
+        "followers_url": format!("{api}/followers"),
+        "following_url": format!("{api}/following{{/other_user}}"),
+        "gists_url": format!("{api}/gists{{/gist_id}}"),
+        "starred_url": format!("{api}/starred{{/owner}}{{/repo}}"),
+        "subscriptions_url": format!("{api}/subscriptions"),
+        "organizations_url": format!("{api}/orgs"), "repos_url": format!("{api}/repos"),
+        "events_url": format!("{api}/events{{/privacy}}"),
+        "received_events_url": format!("{api}/received_events"),
+        "type": kind, "site_admin": false
+    })
+}
+
+fn bot() -> Value {
+    user("github-actions[bot]", "Bot", 41_898_282)
+}
+
+fn comment_json(repo: &str, c: &Comment) -> Value {
+    let who = if c.user_type == "Bot" {
+        bot()
+    } else {
+        user(&c.login, &c.user_type, 1_000_001)
+    };
+    json!({
+        "id": c.id, "node_id": format!("IC_kwDO{}", c.id),
+        "url": format!("https://api.github.com/repos/{repo}/issues/comments/{}", c.id),
+        "html_url": format!("https://github.com/{repo}/pull/{}#issuecomment-{}", c.issue, c.id),
+        "issue_url": format!("https://api.github.com/repos/{repo}/issues/{}", c.issue),
+        "body": c.body, "user": who,
+        "created_at": "2026-11-27T05:00:00Z", "updated_at": "2026-11-27T05:00:00Z",
+        "author_association": if c.user_type == "Bot" { "NONE" } else { "MEMBER" }
+    })
+}
+
+/// A `repository`, with every field github.json requires.
+fn repository_json(repo: &str) -> Value {
+    let (owner, name) = repo.split_once('/').unwrap_or((repo, repo));
+    let api = format!("https://api.github.com/repos/{repo}");
+    json!({ "archive_url": format!("{api}/{{archive_format}}{{/ref}}"), "assignees_url": format!("{api}/assignees{{/user}}"), "blobs_url": format!("{api}/git/blobs{{/sha}}"), "branches_url": format!("{api}/branches{{/branch}}"), "collaborators_url": format!("{api}/collaborators{{/collaborator}}"), "comments_url": format!("{api}/comments{{/number}}"), "commits_url": format!("{api}/commits{{/sha}}"), "compare_url": format!("{api}/compare/{{base}}...{{head}}"), "contents_url": format!("{api}/contents/{{+path}}"), "contributors_url": format!("{api}/contributors"), "deployments_url": format!("{api}/deployments"), "description": Value::Null, "downloads_url": format!("{api}/downloads"), "events_url": format!("{api}/events"), "fork": false, "forks_url": format!("{api}/forks"), "full_name": repo, "git_commits_url": format!("{api}/git/commits{{/sha}}"), "git_refs_url": format!("{api}/git/refs{{/sha}}"), "git_tags_url": format!("{api}/git/tags{{/sha}}"), "hooks_url": format!("{api}/hooks"), "html_url": format!("https://github.com/{repo}"), "id": 700_001, "node_id": "R_kgDOAAAAAQ", "issue_comment_url": format!("{api}/issues/comments{{/number}}"), "issue_events_url": format!("{api}/issues/events{{/number}}"), "issues_url": format!("{api}/issues{{/number}}"), "keys_url": format!("{api}/keys{{/key_id}}"), "labels_url": format!("{api}/labels{{/name}}"), "languages_url": format!("{api}/languages"), "merges_url": format!("{api}/merges"), "milestones_url": format!("{api}/milestones{{/number}}"), "name": name, "notifications_url": format!("{api}/notifications"), "owner": user(owner, "Organization", 9), "private": true, "pulls_url": format!("{api}/pulls{{/number}}"), "releases_url": format!("{api}/releases{{/id}}"), "stargazers_url": format!("{api}/stargazers"), "statuses_url": format!("{api}/statuses/{{sha}}"), "subscribers_url": format!("{api}/subscribers"), "subscription_url": format!("{api}/subscription"), "tags_url": format!("{api}/tags"), "teams_url": format!("{api}/teams"), "trees_url": format!("{api}/git/trees{{/sha}}"), "url": api, "clone_url": format!("https://github.com/{repo}.git"), "default_branch": "main", "forks": 0, "forks_count": 0, "git_url": format!("git://github.com/{repo}.git"), "has_downloads": true, "has_issues": true, "has_projects": false, "has_wiki": false, "has_pages": false, "homepage": Value::Null, "language": "TypeScript", "archived": false, "disabled": false, "mirror_url": Value::Null, "open_issues": 1, "open_issues_count": 1, "license": Value::Null, "pushed_at": "2026-11-27T05:00:00Z", "size": 1024, "ssh_url": format!("git@github.com:{repo}.git"), "stargazers_count": 0, "svn_url": format!("https://github.com/{repo}"), "watchers": 0, "watchers_count": 0, "created_at": "2025-01-16T10:00:00Z", "updated_at": "2026-11-27T05:00:00Z" })
+}
+
+/// A `pull-request-simple` of a merged pull request.
+fn pull_json(repo: &str, n: u64) -> Value {
+    let api = format!("https://api.github.com/repos/{repo}");
+    let branch = |r: &str| {
+        json!({"label": format!("acme:{r}"), "ref": r, "sha": "9f3c2a1b0e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b",
+               "user": user("acme", "Organization", 9), "repo": repository_json(repo)})
+    };
+    json!({
+        "url": format!("{api}/pulls/{n}"), "id": 100_000 + n, "node_id": format!("PR_kwDO{n}"),
+        "html_url": format!("https://github.com/{repo}/pull/{n}"),
+        "diff_url": format!("https://github.com/{repo}/pull/{n}.diff"),
+        "patch_url": format!("https://github.com/{repo}/pull/{n}.patch"),
+        "issue_url": format!("{api}/issues/{n}"), "commits_url": format!("{api}/pulls/{n}/commits"),
+        "review_comments_url": format!("{api}/pulls/{n}/comments"),
+        "review_comment_url": format!("{api}/pulls/comments{{/number}}"),
+        "comments_url": format!("{api}/issues/{n}/comments"),
+        "statuses_url": format!("{api}/statuses/9f3c2a1b0e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b"),
+        "number": n, "state": "closed", "locked": false, "title": "Add email MFA",
+        "user": user("jdugard", "User", 1_000_001), "body": Value::Null, "labels": [],
+        "milestone": Value::Null, "created_at": "2026-11-26T05:00:00Z",
+        "updated_at": "2026-11-27T05:00:00Z", "closed_at": "2026-11-27T05:00:00Z",
+        "merged_at": "2026-11-27T05:00:00Z",
+        "merge_commit_sha": "9f3c2a1b0e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b",
+        "assignee": Value::Null, "head": branch("feature"), "base": branch("main"),
+        "_links": {
+            "comments": {"href": format!("{api}/issues/{n}/comments")},
+            "commits": {"href": format!("{api}/pulls/{n}/commits")},
+            "statuses": {"href": format!("{api}/statuses/9f3c")},
+            "html": {"href": format!("https://github.com/{repo}/pull/{n}")},
+            "issue": {"href": format!("{api}/issues/{n}")},
+            "review_comments": {"href": format!("{api}/pulls/{n}/comments")},
+            "review_comment": {"href": format!("{api}/pulls/comments{{/number}}")},
+            "self": {"href": format!("{api}/pulls/{n}")}
+        },
+        "author_association": "MEMBER", "auto_merge": Value::Null
+    })
+}
+
+fn deployment_json(repo: &str, d: &Deployment) -> Value {
+    let api = format!("https://api.github.com/repos/{repo}");
+    json!({
+        "url": format!("{api}/deployments/{}", d.id), "id": d.id,
+        "node_id": format!("DE_kwDO{}", d.id), "sha": d.body["ref"], "ref": d.body["ref"],
+        "task": d.body.get("task").cloned().unwrap_or(json!("deploy")),
+        "payload": d.body.get("payload").cloned().unwrap_or(json!({})),
+        "environment": d.body.get("environment").cloned().unwrap_or(json!("production")),
+        "description": d.body.get("description").cloned().unwrap_or(Value::Null),
+        "creator": bot(), "created_at": "2026-11-27T05:00:00Z", "updated_at": "2026-11-27T05:00:00Z",
+        "statuses_url": format!("{api}/deployments/{}/statuses", d.id),
+        "repository_url": api,
+        "production_environment": d.body.get("production_environment").cloned().unwrap_or(json!(true))
+    })
+}
+
+fn status_json(repo: &str, deployment: u64, id: u64, b: &Value) -> Value {
+    let api = format!("https://api.github.com/repos/{repo}");
+    json!({
+        "url": format!("{api}/deployments/{deployment}/statuses/{id}"), "id": id,
+        "node_id": format!("DES_kwDO{id}"), "state": b["state"], "creator": bot(),
+        "description": b.get("description").cloned().unwrap_or(json!("")),
+        "environment": b.get("environment").cloned().unwrap_or(json!("production")),
+        "target_url": b.get("log_url").cloned().unwrap_or(json!("")),
+        "log_url": b.get("log_url").cloned().unwrap_or(json!("")),
+        "environment_url": b.get("environment_url").cloned().unwrap_or(json!("")),
+        "created_at": "2026-11-27T05:00:00Z", "updated_at": "2026-11-27T05:00:00Z",
+        "deployment_url": format!("{api}/deployments/{deployment}"), "repository_url": api
+    })
 }
 
 fn route(
@@ -256,7 +392,11 @@ fn route(
     match (method, parts.as_slice()) {
         ("GET", ["commits", sha, "pulls"]) => {
             let prs = st.pulls.get(*sha).cloned().unwrap_or_default();
-            (200, json!(prs.iter().map(|n| json!({"number": n, "state": "closed", "merged_at": "2026-11-27T05:00:00Z"})).collect::<Vec<_>>()))
+            let repo = st.repo.clone();
+            (
+                200,
+                json!(prs.iter().map(|n| pull_json(&repo, *n)).collect::<Vec<_>>()),
+            )
         }
         ("GET", ["pulls", n, "files"]) => {
             let n: u64 = n.parse().unwrap_or(0);
@@ -265,7 +405,15 @@ fn route(
                 .get(&n)
                 .into_iter()
                 .flatten()
-                .map(|(p, s)| json!({"filename": p, "status": s, "additions": 1, "deletions": 0}))
+                .map(|(p, s)| {
+                    json!({
+                        "sha": "bbcd538c8e72b8c175046e27cc8f907076331401", "filename": p,
+                        "status": s, "additions": 1, "deletions": 0, "changes": 1,
+                        "blob_url": format!("https://github.com/acme/app/blob/main/{p}"),
+                        "raw_url": format!("https://github.com/acme/app/raw/main/{p}"),
+                        "contents_url": format!("https://api.github.com/repos/acme/app/contents/{p}")
+                    })
+                })
                 .collect();
             let page: Vec<Value> = all.into_iter().skip((page - 1) * 100).take(100).collect();
             (200, json!(page))
@@ -276,7 +424,7 @@ fn route(
                 .comments
                 .iter()
                 .filter(|c| c.issue == n)
-                .map(|c| json!({"id": c.id, "body": c.body, "user": {"login": c.login, "type": c.user_type}}))
+                .map(|c| comment_json(&st.repo, c))
                 .collect();
             let page: Vec<Value> = all.into_iter().skip((page - 1) * 100).take(100).collect();
             (200, json!(page))
@@ -290,24 +438,27 @@ fn route(
             };
             st.next_id += 1;
             let id = st.next_id;
-            st.comments.push(Comment {
+            let c = Comment {
                 id,
                 issue: n.parse().unwrap_or(0),
                 body: text.into(),
                 login: "github-actions[bot]".into(),
                 user_type: "Bot".into(),
-            });
-            (201, json!({"id": id, "body": text}))
+            };
+            let out = comment_json(&st.repo, &c);
+            st.comments.push(c);
+            (201, out)
         }
         ("PATCH", ["issues", "comments", id]) => {
             let id: u64 = id.parse().unwrap_or(0);
             let Some(text) = body.and_then(|b| b["body"].as_str()) else {
                 return (422, json!({"message": "Validation Failed"}));
             };
+            let repo = st.repo.clone();
             match st.comments.iter_mut().find(|c| c.id == id) {
                 Some(c) if c.user_type == "Bot" => {
                     c.body = text.into();
-                    (200, json!({"id": id, "body": text}))
+                    (200, comment_json(&repo, c))
                 }
                 Some(_) => (
                     403,
@@ -344,15 +495,14 @@ fn route(
             }
             st.next_id += 1;
             let id = st.next_id;
-            st.deployments.push(Deployment {
+            let d = Deployment {
                 id,
                 body: b.clone(),
                 statuses: Vec::new(),
-            });
-            (
-                201,
-                json!({"id": id, "ref": b["ref"], "environment": b["environment"]}),
-            )
+            };
+            let out = deployment_json(&st.repo, &d);
+            st.deployments.push(d);
+            (201, out)
         }
         ("POST", ["deployments", id, "statuses"]) => {
             let id: u64 = id.parse().unwrap_or(0);
@@ -373,10 +523,13 @@ fn route(
                     json!({"message": "Validation Failed", "errors": [{"resource": "DeploymentStatus", "field": "state", "code": "invalid"}]}),
                 );
             }
+            let repo = st.repo.clone();
             match st.deployments.iter_mut().find(|d| d.id == id) {
                 Some(d) => {
-                    d.statuses.push(body.cloned().unwrap_or_default());
-                    (201, json!({"id": 1, "state": state}))
+                    let b = body.cloned().unwrap_or_default();
+                    d.statuses.push(b.clone());
+                    let n = d.statuses.len() as u64;
+                    (201, status_json(&repo, id, n, &b))
                 }
                 None => (404, json!({"message": "Not Found"})),
             }

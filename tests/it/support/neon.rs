@@ -16,6 +16,8 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::spec::{Checker, Conformance, Spec};
+
 /// The API key the fake accepts; a canary: tests assert it is never printed.
 pub const KEY: &str = "napi_canary_9f8e7d6c5b4a3928170615243342516f";
 pub const PROJECT: &str = "spring-example-302709";
@@ -141,6 +143,7 @@ pub struct State {
     pub compute_dbs: std::collections::HashMap<String, String>,
     /// Databases to create or drop once the state's lock is released.
     pub jobs: Vec<Job>,
+    checker: Checker,
     minutes: u64,
     next_id: u64,
     lsn: u64,
@@ -172,8 +175,9 @@ impl State {
 
     fn op(&mut self, branch_id: &str, action: &'static str) -> Op {
         let op = Op {
+            // A UUID, as Operation.id's `format: uuid` says.
             id: format!(
-                "op-{:08x}-0000-4000-8000-{:012x}",
+                "{:08x}-0000-4000-8000-{:012x}",
                 self.next_id + 1,
                 self.operations.len() + 1
             ),
@@ -276,6 +280,8 @@ pub struct FakeNeon {
     /// The base URL to put in NEON_API_URL (…/api/v2).
     pub url: String,
     pub state: Arc<Mutex<State>>,
+    /// Every exchange checked against neon.json; the test fails on a violation.
+    pub conformance: Conformance,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -283,7 +289,9 @@ pub struct FakeNeon {
 impl FakeNeon {
     /// A project with its default branch `main` (id [`MAIN_ID`]) and one preview branch.
     pub fn start() -> FakeNeon {
+        let (conformance, checker) = Conformance::new(Spec::neon());
         let mut st = State {
+            checker,
             branches: Vec::new(),
             operations: Vec::new(),
             requests: Vec::new(),
@@ -338,6 +346,7 @@ impl FakeNeon {
             });
         });
         let fake = FakeNeon {
+            conformance,
             url: format!("http://{addr}/api/v2"),
             state,
             shutdown: Some(tx),
@@ -443,7 +452,26 @@ fn ok(status: u16, body: Value) -> Response {
     (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response()
 }
 
+/// Every exchange, checked against neon.json (paths there start after `/api/v2`).
 async fn handle(AxState(shared): AxState<Shared>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    let method = parts.method.to_string();
+    let path = parts.uri.path().to_string();
+    let query = parts.uri.query().unwrap_or("").to_string();
+    let headers = parts.headers.clone();
+    let checker = shared.lock().unwrap().checker.clone();
+    let req = Request::from_parts(parts, axum::body::Body::from(bytes.clone()));
+    let resp = serve(shared, req).await;
+    let spec_path = path.strip_prefix("/api/v2").unwrap_or(&path);
+    checker
+        .respond(&method, spec_path, &query, &headers, &bytes, resp)
+        .await
+}
+
+async fn serve(shared: Shared, req: Request) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
@@ -595,7 +623,13 @@ fn route(
         ("GET", ["branches", id]) => match st.branch(id).filter(|b| b.id == *id) {
             Some(b) => ok(
                 200,
-                json!({ "branch": st.branch_json(b), "annotation": { "value": {} } }),
+                json!({
+                    "branch": st.branch_json(b),
+                    "annotation": {
+                        "object": { "type": "console/branch", "id": b.id },
+                        "value": {}
+                    }
+                }),
             ),
             None => error(404, "", &format!("branch {id} not found"), rid),
         },
@@ -1151,14 +1185,11 @@ fn add_endpoints(
             branch_id: branch_id.into(),
             kind: e["type"].as_str().unwrap_or("read_write").into(),
         };
-        out.push(json!({
-            "id": ep.id,
-            "host": ep.host,
-            "branch_id": ep.branch_id,
-            "type": ep.kind,
-            "current_state": "init",
-        }));
-        st.endpoints.push(ep);
+        st.endpoints.push(ep.clone());
+        // Created with its start_compute operation still to run: `init`.
+        let mut body = endpoint_json(st, &ep);
+        body["current_state"] = json!("init");
+        out.push(body);
     }
     // A compute holding a copy of the parent's data, when a real server is wired in and
     // the parent is production (the database the test created).
@@ -1191,6 +1222,20 @@ fn endpoint_json(st: &State, e: &Endpoint) -> Value {
         "type": e.kind,
         "current_state": if starting { "init" } else { "active" },
         "region_id": "aws-us-east-2",
+        // The rest of what neon.json's Endpoint requires (issue 16: `settings` was missing).
+        "autoscaling_limit_min_cu": 0.25,
+        "autoscaling_limit_max_cu": 0.25,
+        "pooler_enabled": false,
+        "pooler_mode": "transaction",
+        "disabled": false,
+        "passwordless_access": true,
+        "creation_source": "console",
+        "created_at": "2026-01-16T10:00:00Z",
+        "updated_at": "2026-01-16T10:00:00Z",
+        "settings": {},
+        "proxy_host": "us-east-2.aws.neon.tech",
+        "suspend_timeout_seconds": 0,
+        "provisioner": "k8s-neonvm",
     })
 }
 
