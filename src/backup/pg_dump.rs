@@ -328,12 +328,46 @@ impl PgDump {
     }
 }
 
+/// Creates the backup directory 0700 (with its missing parents). An existing directory is
+/// left as it is, but one that others may read is named in a warning: it may be shared.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            "backup directory {} is readable by other users (mode {:o}); archives are 0600, \
+             but consider `chmod 700 {}`",
+            dir.display(),
+            mode & 0o777,
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// An empty file only its owner may read and write (replacing a stale one).
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // `mode` applies only when the file is created: tighten a file that already existed.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+}
+
 impl Provider for PgDump {
     async fn create(&self, label: &Label) -> Result<Backup, Error> {
         let server = self.server_major().await?;
         let tools = Tools::find(server).await?;
         let dir = &self.s.dir;
-        tokio::fs::create_dir_all(dir).await.map_err(|e| {
+        private_dir(dir).map_err(|e| {
             Error::failure(format!(
                 "cannot create the backup directory {}: {e}",
                 dir.display()
@@ -354,6 +388,13 @@ impl Provider for PgDump {
             tools.major,
             path.display()
         );
+        // The archive is a full copy of production: created 0600 before pg_dump opens it
+        // (pg_dump truncates and keeps the mode), so it is never readable by others, not
+        // even for the moment between its creation and a chmod.
+        private_file(&partial).map_err(|e| {
+            Error::failure(format!("cannot create {}: {e}", partial.display()))
+                .hint("set [backup] dir (or --dir) to a writable directory")
+        })?;
         let mut cmd = self.s.command(&tools.pg_dump);
         cmd.arg("--format=custom")
             .arg("--no-password")

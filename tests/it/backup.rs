@@ -720,6 +720,50 @@ fn pg_dump_round_trip_restores_rows_and_schema_and_drops_what_the_migration_crea
 }
 
 #[test]
+fn pg_dump_archives_are_0600_in_a_0700_directory_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = TestDb::new();
+    pg_config(&db, "dir = \"state/backups\"\n");
+    db.write("001_init.sql", "CREATE TABLE t (x int);\n");
+    // A permissive umask, as on many runners: nothing written may be readable by others.
+    let r = sh(
+        &db,
+        r#"umask 000 && "$FP" backup create --format json"#,
+        &[],
+    );
+    r.expect(0);
+    let backup = r.json();
+    let path = PathBuf::from(backup["path"].as_str().unwrap());
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600, "{}", path.display());
+    let dir = db.dir.path().join("state/backups");
+    assert_eq!(path.parent().unwrap(), dir);
+    assert_eq!(mode(&dir), 0o700, "the directory flightplan created");
+    // Nothing but the finished archive is left in it.
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, [backup["id"].as_str().unwrap()]);
+
+    // An existing, shared directory is kept as it is, named in a warning; the archive is
+    // still private.
+    let shared = db.dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let r = sh(
+        &db,
+        r#"umask 000 && "$FP" backup create --dir shared --format json"#,
+        &[],
+    );
+    r.expect(0);
+    let path = PathBuf::from(r.json()["path"].as_str().unwrap());
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(&shared), 0o755);
+    assert!(r.stderr.contains("readable by other users"), "{}", r.stderr);
+}
+
+#[test]
 fn pg_dump_restore_failure_leaves_the_database_unchanged() {
     let db = TestDb::new();
     pg_config(&db, "");
