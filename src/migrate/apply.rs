@@ -205,6 +205,18 @@ async fn locked(
             i += 1;
             continue;
         }
+        if todo[i].sql.len() > BATCH_BYTES {
+            let last = i + 1 == todo.len();
+            if let Err(e) = run_large(&ctx, conn, todo[i], last.then_some(key), &mut applied).await
+            {
+                return Ok(failed_after(e, conn, applied, st.applied.len()).await);
+            }
+            i += 1;
+            if last {
+                return Ok(success(&applied, &st));
+            }
+            continue;
+        }
         let mut end = i;
         let mut bytes = 0;
         while end < todo.len()
@@ -632,6 +644,164 @@ fn build_batch(ctx: &Ctx<'_>, files: &[&Migration], unlock: Option<i64>) -> (Str
     (sql, segments)
 }
 
+/// Byte ranges of `m.sql` covering it whole, each cut after a statement's `;` and at most
+/// [`BATCH_BYTES`] long (a longer statement makes a piece of its own).
+fn pieces(m: &Migration) -> Vec<std::ops::Range<usize>> {
+    let b = m.sql.as_bytes();
+    let mut out = Vec::new();
+    let mut cur = 0..0;
+    for st in &m.statements {
+        let end = if b.get(st.span.end) == Some(&b';') {
+            st.span.end + 1
+        } else {
+            st.span.end
+        };
+        if end - cur.start > BATCH_BYTES && cur.end > cur.start {
+            out.push(cur.clone());
+            cur = cur.end..end;
+        } else {
+            cur.end = end;
+        }
+    }
+    cur.end = m.sql.len();
+    out.push(cur);
+    out
+}
+
+/// A transactional file larger than one batch: one transaction, sent in pieces of at most
+/// [`BATCH_BYTES`], so neither flightplan nor the driver's write buffer holds a second whole
+/// copy of it (a 50 MB data load peaked at 3× its size as one message). The file still
+/// commits or rolls back whole, with its ledger row, in the same transaction.
+async fn run_large(
+    ctx: &Ctx<'_>,
+    conn: &mut PgConnection,
+    m: &Migration,
+    unlock: Option<i64>,
+    done: &mut Vec<Value>,
+) -> Result<(), Error> {
+    let pieces = pieces(m);
+    let mut attempts = 0u32;
+    loop {
+        progress!(
+            ctx.s,
+            "{}: {} MB, sent in {} pieces in one transaction",
+            m.filename,
+            m.sql.len() / 1_000_000,
+            pieces.len()
+        );
+        let begin = format!(
+            "BEGIN;\nSELECT set_config('flightplan.t0', clock_timestamp()::text, true);\n{}{}",
+            ctx.settings_sql("LOCAL "),
+            ctx.clear_retry_sql(m)
+        );
+        let mut failure: Option<(sqlx::Error, usize)> = None;
+        if let Err(e) = sqlx::raw_sql(AssertSqlSafe(begin))
+            .execute(&mut *conn)
+            .await
+        {
+            failure = Some((e, 0));
+        }
+        let mut ms = 0i64;
+        if failure.is_none() {
+            for (k, range) in pieces.iter().enumerate() {
+                let mut text = m.sql[range.clone()].to_string();
+                if k + 1 == pieces.len() {
+                    // As in a batch: end a trailing line comment and a last statement.
+                    text.push_str("\n;\n");
+                }
+                if let Err(e) = sqlx::raw_sql(AssertSqlSafe(text)).execute(&mut *conn).await {
+                    failure = Some((e, range.start));
+                    break;
+                }
+            }
+        }
+        if failure.is_none() {
+            let mut end = format!(
+                "{}COMMIT;\n",
+                ctx.s
+                    .layout
+                    .insert_committed_sql(ctx.t, m, &ctx.s.applied_by)
+            );
+            if let Some(key) = unlock {
+                end.push_str(&format!("SELECT pg_advisory_unlock({key});\n"));
+            }
+            let mut stream = sqlx::raw_sql(AssertSqlSafe(end)).fetch_many(&mut *conn);
+            loop {
+                match stream.try_next().await {
+                    Ok(Some(Either::Right(row))) => {
+                        if row.try_get::<String, _>(0).is_ok_and(|t| t == "fp:applied") {
+                            let v: String = row.try_get(2).unwrap_or_default();
+                            ms = v.parse().unwrap_or(0);
+                        }
+                    }
+                    Ok(Some(Either::Left(_))) => {}
+                    Ok(None) => break,
+                    Err(e) => {
+                        failure = Some((e, m.sql.len()));
+                        break;
+                    }
+                }
+            }
+        }
+        let Some((err, offset)) = failure else {
+            progress!(ctx.s, "applied {} ({ms} ms)", m.filename);
+            done.push(json!({ "filename": m.filename, "duration_ms": ms, "transaction": true }));
+            return Ok(());
+        };
+        if err.as_database_error().is_none() {
+            return lost_connection(ctx, conn, &[m], &[], unlock.is_some(), done, &err).await;
+        }
+        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+        if !committed_of(ctx, conn, &[m]).await?.is_empty() {
+            // The COMMIT went through and only what followed it failed.
+            done.push(json!({ "filename": m.filename, "duration_ms": ms, "transaction": true }));
+            return Ok(());
+        }
+        let db = err
+            .as_database_error()
+            .and_then(|d| d.try_downcast_ref::<PgDatabaseError>());
+        if db.is_some_and(|d| d.code() == "55P03") && attempts < ctx.s.lock_retries {
+            attempts += 1;
+            let wait = backoff(attempts);
+            tracing::warn!(
+                "{}: lock_timeout ({} ms) reached waiting for a table lock; retry {attempts}/{} in {:.1}s",
+                m.filename,
+                ctx.s.lock_timeout.as_millis(),
+                ctx.s.lock_retries,
+                wait.as_secs_f64()
+            );
+            tokio::time::sleep(wait).await;
+            continue;
+        }
+        // A position counts characters of the piece that failed.
+        let locate = |pos: usize| {
+            let at = pos.checked_sub(1)?;
+            let rest = m.sql.get(offset..)?;
+            let byte = offset + rest.char_indices().nth(at).map_or(rest.len(), |(b, _)| b);
+            let (line, col) = line_col(&m.sql, byte);
+            Some((0, line, col))
+        };
+        let mut error = migration_error(m, &err, locate);
+        if error.line.is_none() && db.is_some_and(|d| d.position().is_none()) {
+            if let Some((idx, line, col)) = locate_statement(ctx, conn, m).await {
+                error.message = format!(
+                    "{} (statement {} of {})",
+                    error.message,
+                    idx + 1,
+                    m.statements.len()
+                );
+                error = error.line(line).column(col);
+            }
+        }
+        if attempts > 0 && error.code.as_deref() == Some("55P03") {
+            error
+                .message
+                .push_str(&format!(" (after {attempts} retries)"));
+        }
+        return Err(error);
+    }
+}
+
 /// Maps a 1-based character position in the batch to (file index, line, column).
 fn locate_in_batch(
     segments: &[Segment],
@@ -1024,6 +1194,28 @@ pub(super) async fn mark(
 mod tests {
     use super::*;
     use std::path::PathBuf;
+
+    #[test]
+    fn pieces_cover_the_file_cut_after_statements_and_stay_under_the_limit() {
+        let stmt = format!("insert into t values ('{}');\n", "x".repeat(1 << 20));
+        let text = format!("-- head\n{}{}-- tail", stmt.repeat(9), "select 1");
+        let m = Migration::from_text("big.sql".into(), PathBuf::from("big.sql"), &text);
+        let p = pieces(&m);
+        assert_eq!(p.first().unwrap().start, 0);
+        assert_eq!(p.last().unwrap().end, text.len());
+        for w in p.windows(2) {
+            assert_eq!(w[0].end, w[1].start, "contiguous");
+            assert_eq!(&text[w[0].end - 1..w[0].end], ";", "cut after a `;`");
+        }
+        assert!(p.iter().all(|r| r.len() <= BATCH_BYTES), "{p:?}");
+        assert_eq!(p.len(), 3, "{p:?}");
+        // A single statement over the limit is a piece of its own.
+        let huge = format!("select '{}';\nselect 2;", "y".repeat(BATCH_BYTES + 10));
+        let m = Migration::from_text("huge.sql".into(), PathBuf::from("huge.sql"), &huge);
+        let p = pieces(&m);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].len() > BATCH_BYTES);
+    }
 
     #[test]
     fn batch_positions_map_back_to_file_lines() {

@@ -168,13 +168,22 @@ impl Migration {
     fn read(dir: &Path, filename: String) -> Result<Migration, Error> {
         let path = dir.join(&filename);
         let text = read_text(&path, &filename)?;
-        Ok(Migration::from_text(filename, path, &text))
+        Ok(Migration::from_string(filename, path, text))
     }
 
     /// Builds a migration from its text; public for tests and for the benchmark.
     pub fn from_text(filename: String, path: PathBuf, text: &str) -> Migration {
-        let checksum = checksum(text);
-        let mut sql = text.strip_prefix('\u{feff}').unwrap_or(text).to_string();
+        Migration::from_string(filename, path, text.to_string())
+    }
+
+    /// As [`Migration::from_text`], keeping `text` as the SQL: a file is held once in
+    /// memory, whatever its size (a 50 MB data load would otherwise be held twice).
+    pub fn from_string(filename: String, path: PathBuf, text: String) -> Migration {
+        let checksum = checksum(&text);
+        let mut sql = text;
+        if sql.starts_with('\u{feff}') {
+            sql.drain(..'\u{feff}'.len_utf8());
+        }
         let no_transaction = has_no_transaction_directive(&sql);
         let mut lint = None;
         let statements = match split::split(&sql) {

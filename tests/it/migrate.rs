@@ -830,3 +830,77 @@ fn a_database_that_refuses_connections_at_first_is_retried_until_it_accepts() {
     assert_eq!(db.ledger().len(), 1);
     assert!(db.table_exists("a"));
 }
+
+/// A data load of about 9 MB: a CREATE TABLE and 900 INSERTs of 10 KB each, a valid file.
+fn big_load(rows_table: &str, statements: usize) -> String {
+    let mut sql =
+        format!("CREATE TABLE {rows_table} (id int PRIMARY KEY, payload text NOT NULL);\n");
+    let payload = "é".repeat(5_000); // two bytes a character: positions are in characters
+    for i in 1..=statements {
+        sql.push_str(&format!(
+            "INSERT INTO {rows_table} VALUES ({i}, '{payload}');\n"
+        ));
+    }
+    sql
+}
+
+#[test]
+fn a_file_larger_than_a_batch_commits_whole_in_one_transaction_or_leaves_nothing() {
+    let db = TestDb::new();
+    db.write("001_small.sql", "CREATE TABLE before_big (id int);\n");
+    let good = big_load("big_rows", 900);
+    assert!(good.len() > 8 << 20, "bigger than two 4 MiB pieces");
+    db.write("002_big.sql", &good);
+    db.write("003_after.sql", "CREATE TABLE after_big (id int);\n");
+    let run = db.migrate("apply", &["--format", "json"]);
+    run.expect(0);
+    let json = run.json();
+    let names: Vec<&str> = json["applied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["filename"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["001_small.sql", "002_big.sql", "003_after.sql"]);
+    assert_eq!(
+        db.scalar("SELECT count(*)::text FROM big_rows"),
+        Some("900".into())
+    );
+    assert!(
+        run.stderr.contains("sent in 3 pieces in one transaction"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(db.ledger().len(), 3);
+
+    // The same size with an error in its last piece: nothing of the file remains (the
+    // pieces before it ran in the same transaction), and the error is at its own line.
+    let db = TestDb::new();
+    let mut bad = big_load("bad_rows", 900);
+    bad.push_str("INSERT INTO bad_rows VALUES (1, 'duplicate');\nSELECT 1;\n");
+    db.write("001_big.sql", &bad);
+    let run = db.migrate("apply", &["--format", "json"]);
+    run.expect(1);
+    let json = run.json();
+    assert_eq!(json["applied"].as_array().unwrap().len(), 0, "{json}");
+    let err = &json["error"];
+    assert_eq!(err["code"], "23505", "{err}");
+    assert!(err["file"].as_str().unwrap().ends_with("001_big.sql"));
+    assert_eq!(err["line"], 902, "{err}");
+    assert!(!db.table_exists("bad_rows"), "the whole file rolled back");
+    assert!(db.ledger().is_empty());
+
+    // A syntax error in a later piece is located in the file, in characters.
+    let db = TestDb::new();
+    let mut typo = big_load("typo_rows", 900);
+    typo.push_str("SELECT 'é'; ALTER TABLE typo_rows ADD COLUMN x intt;\n");
+    db.write("001_big.sql", &typo);
+    let run = db.migrate("apply", &["--format", "json"]);
+    run.expect(1);
+    let err = &run.json()["error"];
+    assert_eq!(err["code"], "42704", "{err}");
+    assert_eq!(err["line"], 902, "{err}");
+    assert_eq!(err["column"], 48, "{err}");
+    assert!(!db.table_exists("typo_rows"));
+    assert!(db.ledger().is_empty());
+}
