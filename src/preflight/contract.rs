@@ -136,10 +136,15 @@ impl Contract {
     /// Reads the `[env]` section of a config file. `Ok(None)` when there is none.
     pub fn parse(text: &str, path: &Path) -> Result<Option<Contract>, Error> {
         let doc: Doc = toml::from_str(text).map_err(|e| {
+            let mut message = plain_type_error(e.message().trim_end());
+            if let Some(at) = e.span().map(|s| s.start)
+                && let Some((var, key)) = key_at(text, at)
+            {
+                message = format!("`{key}` of [env.{var}]: {message}");
+            }
             let mut err = Error::usage(format!(
-                "invalid [env] contract in {}: {}",
-                path.display(),
-                e.message().trim_end()
+                "invalid [env] contract in {}: {message}",
+                path.display()
             ))
             .file(path.display().to_string())
             .hint("see docs/check-env.md for the keys of [env.NAME] and [env.group.NAME]");
@@ -401,6 +406,62 @@ impl Validator<'_> {
     }
 }
 
+/// serde's "invalid type: string \"thirty-two\", expected usize", said for a person: the
+/// type the key takes, in words, and not the value found (it could be meant as a secret).
+fn plain_type_error(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("invalid type: ") else {
+        return message.to_string();
+    };
+    let Some((found, expected)) = rest.rsplit_once(", expected ") else {
+        return message.to_string();
+    };
+    let found = found.split([' ', '(']).next().unwrap_or(found);
+    let expected = match expected {
+        "usize" | "u32" | "u64" => "a whole number of 0 or more, e.g. 32",
+        "a boolean" => "true or false",
+        "a sequence" => "a list, e.g. [\"a\", \"b\"]",
+        other => other,
+    };
+    format!("expected {expected}, found a {found}")
+}
+
+/// The variable and the key whose value starts at `offset`: `[env.NAME]` headers and
+/// `NAME = { key = … }` inline tables both.
+fn key_at(text: &str, offset: usize) -> Option<(String, String)> {
+    let before = text.get(..offset)?;
+    let eq = before.trim_end().strip_suffix('=')?;
+    let key: String = eq
+        .trim_end()
+        .chars()
+        .rev()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    if key.is_empty() {
+        return None;
+    }
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = &text[line_start..offset];
+    // Inline: `NAME = { … key = ` on this line.
+    if let Some((name, _)) = line.split_once('{') {
+        let name = name.trim().trim_end_matches('=').trim().trim_matches('"');
+        return Some((name.to_string(), key));
+    }
+    let header = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))?;
+    let var = header
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .strip_prefix("env.")?
+        .trim_matches('"');
+    Some((var.to_string(), key))
+}
+
 pub fn is_var_name(s: &str) -> bool {
     let mut chars = s.chars();
     chars
@@ -590,6 +651,18 @@ severity = "warning"
         fails("[env.A]\nformat = \"uri\"\n", 2, "uri");
         fails("[env.A]\nseverity = \"fatal\"\n", 2, "fatal");
         fails("[env.A]\nmin_length = -1\n", 2, "-1");
+        fails(
+            "[env.SESSION_SECRET]\nrequired = true\nmin_length = \"thirty-two\"\n",
+            3,
+            "`min_length` of [env.SESSION_SECRET]: expected a whole number of 0 or more, e.g. 32, found a string",
+        );
+        fails(
+            "[env]\nAPI_KEY = { required = \"yes\" }\n",
+            2,
+            "`required` of [env.API_KEY]: expected true or false, found a string",
+        );
+        let e = parse("[env.S]\nmin_length = \"hunter2-secret\"\n").unwrap_err();
+        assert!(!e.message.contains("hunter2"), "{}", e.message);
         fails("[env]\nA = \"x\"\n", 2, "table of rules");
         fails("[env.\"1X\"]\n", 1, "`1X` is not a variable name");
         fails(
