@@ -72,6 +72,14 @@ fn a_successful_run_reports_everywhere_and_a_second_run_updates_the_same_comment
     // A path the runner's later steps can open: relative to the workspace.
     assert_eq!(out["log-path"], "flightplan-log.json");
     assert!(w.path(&out["log-path"]).exists());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(w.path(&out["log-path"]))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the log names the backup and the app: owner only");
+    }
 
     // GitHub: one sticky comment beside the human one, one deployment with its statuses.
     let comments = flightplan_comments(&w);
