@@ -613,7 +613,10 @@ async fn smoke_phase(settings: &crate::smoke::Settings, state: &State) -> bool {
         .checks
         .iter()
         .map(|c| SmokeRecord {
-            name: c.name.clone(),
+            name: match &c.identity {
+                Some(i) => format!("[{i}] {}", c.name),
+                None => c.name.clone(),
+            },
             ok: c.ok,
             status: c.status,
             latency_ms: c.latency_ms,

@@ -58,56 +58,37 @@ impl Sources<'_> {
 
         let login = match &f.login {
             None => None,
-            Some(l) => {
-                let what = |key: &str| format!("[smoke.login] {key}");
-                let cred = |name: &str| {
-                    self.var(name).ok_or_else(|| {
-                        Error::usage(format!(
-                            "[smoke.login] is configured but {name} is not set"
-                        ))
-                        .file(loaded.describe("[smoke.login]"))
-                        .hint(
-                            "set SMOKE_USER_EMAIL and SMOKE_USER_PASSWORD to a dedicated smoke-test \
-                             user (as repository secrets in CI), or remove [smoke.login]",
-                        )
-                    })
-                };
-                let email = Secret::new(cred("SMOKE_USER_EMAIL")?);
-                let password = Secret::new(cred("SMOKE_USER_PASSWORD")?);
-                // The email identifies a real account; it is masked like the password.
-                redactor.add(email.expose());
-                redactor.add(password.expose());
-                let body = if l.form {
-                    ReqBody::Form(vec![
-                        (l.email_field.clone(), email.expose().to_string()),
-                        (l.password_field.clone(), password.expose().to_string()),
-                    ])
-                } else {
-                    let mut m = serde_json::Map::new();
-                    m.insert(l.email_field.clone(), json!(email.expose()));
-                    m.insert(l.password_field.clone(), json!(password.expose()));
-                    ReqBody::Json(Value::Object(m))
-                };
-                Some(Check {
-                    name: l.name.clone(),
-                    kind: Kind::Login {
-                        accept: l.accept,
-                        mfa_field: l.mfa_field.clone(),
-                    },
-                    method: smoke::method(&l.method),
-                    url: smoke::join(&base, &vars.expand(&l.path, &what("path"))?, &l.path)
-                        .map_err(|e| e.file(loaded.describe(&what("path"))))?,
-                    path: l.path.clone(),
-                    headers: vars.headers(&l.headers, &what("headers"))?,
-                    body,
-                    expect_status: l.expect_status.clone(),
-                    expect_json: Vec::new(),
-                    expect_body_contains: Vec::new(),
-                    max_latency: l.max_latency_ms.map(Duration::from_millis),
-                    timeout: l.timeout.unwrap_or(timeout),
-                })
-            }
+            Some(l) => Some(vars.login(
+                &base,
+                l,
+                ("SMOKE_USER_EMAIL", "SMOKE_USER_PASSWORD"),
+                "[smoke.login]",
+                timeout,
+                &mut redactor,
+            )?),
         };
+        let mut identities = Vec::new();
+        for (i, id) in f.identities.iter().enumerate() {
+            let at = format!("[[smoke.identity]] #{} `{}`", i + 1, id.name);
+            let login = vars.login(
+                &base,
+                &id.login,
+                (&id.email_var, &id.password_var),
+                &at,
+                timeout,
+                &mut redactor,
+            )?;
+            let mut checks = Vec::new();
+            for (j, c) in id.checks.iter().enumerate() {
+                let what = |key: &str| format!("{at} check #{} {key}", j + 1);
+                checks.push(vars.check(&base, c, timeout, &what)?);
+            }
+            identities.push(smoke::Identity {
+                name: id.name.clone(),
+                login,
+                checks,
+            });
+        }
 
         let mut checks = Vec::new();
         for (i, c) in f.checks.iter().enumerate() {
@@ -144,6 +125,7 @@ impl Sources<'_> {
             base,
             login,
             checks,
+            identities,
             request_timeout: f.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
             backoff: Duration::from_millis(250),
             watch,
@@ -160,6 +142,64 @@ struct Vars<'a, 'b> {
 }
 
 impl Vars<'_, '_> {
+    /// A login flow with the credentials of `vars` (email, password), both made secrets.
+    fn login(
+        &mut self,
+        base: &Url,
+        l: &file::LoginFile,
+        vars: (&str, &str),
+        at: &str,
+        timeout: Duration,
+        redactor: &mut Redactor,
+    ) -> Result<Check, Error> {
+        let loaded = self.src.loaded;
+        let what = |key: &str| format!("{at} {key}");
+        let cred = |name: &str| {
+            self.src.var(name).ok_or_else(|| {
+                Error::usage(format!("{at} is configured but {name} is not set"))
+                    .file(loaded.describe(at))
+                    .hint(format!(
+                        "set {} and {} to a dedicated smoke-test user (as repository secrets in CI), or remove {at}",
+                        vars.0, vars.1
+                    ))
+            })
+        };
+        let email = Secret::new(cred(vars.0)?);
+        let password = Secret::new(cred(vars.1)?);
+        // The email identifies a real account; it is masked like the password.
+        redactor.add(email.expose());
+        redactor.add(password.expose());
+        let body = if l.form {
+            ReqBody::Form(vec![
+                (l.email_field.clone(), email.expose().to_string()),
+                (l.password_field.clone(), password.expose().to_string()),
+            ])
+        } else {
+            let mut m = serde_json::Map::new();
+            m.insert(l.email_field.clone(), json!(email.expose()));
+            m.insert(l.password_field.clone(), json!(password.expose()));
+            ReqBody::Json(Value::Object(m))
+        };
+        Ok(Check {
+            name: l.name.clone(),
+            kind: Kind::Login {
+                accept: l.accept,
+                mfa_field: l.mfa_field.clone(),
+            },
+            method: smoke::method(&l.method),
+            url: smoke::join(base, &self.expand(&l.path, &what("path"))?, &l.path)
+                .map_err(|e| e.file(loaded.describe(&what("path"))))?,
+            path: l.path.clone(),
+            headers: self.headers(&l.headers, &what("headers"))?,
+            body,
+            expect_status: l.expect_status.clone(),
+            expect_json: Vec::new(),
+            expect_body_contains: Vec::new(),
+            max_latency: l.max_latency_ms.map(Duration::from_millis),
+            timeout: l.timeout.unwrap_or(timeout),
+        })
+    }
+
     /// One `[[smoke.check]]` (or an identity's check), substituted and joined to `base`.
     fn check(
         &mut self,
@@ -217,7 +257,7 @@ impl Vars<'_, '_> {
                 );
             };
             let name = &after[..end];
-            if !is_var_name(name) {
+            if !file::is_var_name(name) {
                 return Err(
                     Error::usage(format!("{what}: `${{{name}}}` is not a variable name"))
                         .file(describe(what))
@@ -277,13 +317,6 @@ impl Vars<'_, '_> {
         }
         Ok(map)
     }
-}
-
-fn is_var_name(s: &str) -> bool {
-    s.chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 #[cfg(test)]

@@ -29,6 +29,90 @@ pub struct SmokeFile {
     #[serde(default, rename = "check")]
     pub checks: Vec<CheckFile>,
     pub login: Option<LoginFile>,
+    /// `[[smoke.identity]]`: more users, each logged in with a session of its own.
+    #[serde(default, rename = "identity")]
+    pub identities: Vec<IdentityFile>,
+}
+
+/// One `[[smoke.identity]]`: a user (an admin, an agent, a merchant), where its credentials
+/// are, how it logs in, and the checks it must pass with its own session.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawIdentity")]
+pub struct IdentityFile {
+    pub name: String,
+    /// The variables holding its email and password (default `SMOKE_<NAME>_EMAIL` and
+    /// `SMOKE_<NAME>_PASSWORD`): both are secrets.
+    pub email_var: String,
+    pub password_var: String,
+    pub login: LoginFile,
+    pub checks: Vec<CheckFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    name: String,
+    email_var: Option<String>,
+    password_var: Option<String>,
+    login: Option<LoginFile>,
+    #[serde(default, rename = "check")]
+    checks: Vec<CheckFile>,
+}
+
+impl TryFrom<RawIdentity> for IdentityFile {
+    type Error = String;
+
+    fn try_from(r: RawIdentity) -> Result<IdentityFile, String> {
+        let name = r.name.trim().to_string();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(format!(
+                "[[smoke.identity]] name `{}` must be letters, digits, `-` or `_` (it names the credential variables)",
+                r.name
+            ));
+        }
+        let var = |v: Option<String>, key: &str, suffix: &str| -> Result<String, String> {
+            match v {
+                Some(v) if is_var_name(&v) => Ok(v),
+                Some(v) => Err(format!(
+                    "[[smoke.identity]] `{name}` {key} `{v}` is not a variable name"
+                )),
+                None => Ok(format!(
+                    "SMOKE_{}_{suffix}",
+                    name.to_ascii_uppercase().replace('-', "_")
+                )),
+            }
+        };
+        let login = match r.login {
+            Some(l) => l,
+            None => LoginFile::try_from(RawLogin::default())?,
+        };
+        Ok(IdentityFile {
+            email_var: var(r.email_var, "email_var", "EMAIL")?,
+            password_var: var(r.password_var, "password_var", "PASSWORD")?,
+            login: LoginFile {
+                name: if login.name == "login" {
+                    format!("{name} login")
+                } else {
+                    login.name
+                },
+                ..login
+            },
+            checks: r.checks,
+            name,
+        })
+    }
+}
+
+/// A `${NAME}`-able environment variable name.
+pub fn is_var_name(s: &str) -> bool {
+    s.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// One `[[smoke.check]]`.
@@ -151,7 +235,7 @@ pub enum Accept {
     Mfa,
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLogin {
     name: Option<String>,

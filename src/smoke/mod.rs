@@ -35,6 +35,8 @@ pub struct Settings {
     pub base: Url,
     pub login: Option<Check>,
     pub checks: Vec<Check>,
+    /// `[[smoke.identity]]`, each run after the checks with a session of its own.
+    pub identities: Vec<Identity>,
     pub request_timeout: Duration,
     /// First warm-up retry delay; later ones double, up to 5 s.
     pub backoff: Duration,
@@ -42,6 +44,13 @@ pub struct Settings {
     pub redactor: Redactor,
     /// Inside GitHub Actions: secrets are announced with `::add-mask::` first.
     pub gha: bool,
+}
+
+/// A user the smoke test logs in as, with the checks only that user must pass.
+pub struct Identity {
+    pub name: String,
+    pub login: Check,
+    pub checks: Vec<Check>,
 }
 
 /// One request and what its answer must look like.
@@ -188,25 +197,7 @@ impl Smoked {
 /// asked for and the checks passed.
 pub async fn check(s: &Settings) -> Result<Smoked, Error> {
     s.redactor.announce(s.gha);
-    let jar = Arc::new(reqwest::cookie::Jar::default());
-    let client = reqwest::Client::builder()
-        .cookie_provider(jar.clone())
-        .connect_timeout(s.request_timeout.min(Duration::from_secs(10)))
-        .user_agent(concat!(
-            "flightplan/",
-            env!("CARGO_PKG_VERSION"),
-            " (smoke)"
-        ))
-        .build()
-        .map_err(|e| Error::failure(format!("cannot set up the HTTP client: {e}")))?;
-    let runner = check::Runner {
-        client,
-        jar,
-        request_timeout: s.request_timeout,
-        backoff: s.backoff,
-        redactor: &s.redactor,
-    };
-
+    let runner = runner(s)?;
     let all: Vec<&Check> = s.login.iter().chain(&s.checks).collect();
     let deadline = match all.first() {
         Some(first) if all.iter().all(|c| c.timeout == first.timeout) => {
@@ -227,26 +218,49 @@ pub async fn check(s: &Settings) -> Result<Smoked, Error> {
             continue;
         }
         let r = runner.warm(c).await;
-        if r.ok {
-            tracing::info!(
-                "ok: {} ({} {}, {} ms, {} attempt(s))",
-                r.name,
-                r.method,
-                r.path,
-                r.latency_ms.unwrap_or(0),
-                r.attempts
-            );
-        } else {
-            tracing::info!(
-                "FAILED: {}: {}",
-                r.name,
-                s.redactor.scrub(r.reason.as_deref().unwrap_or(""))
-            );
-            if r.status.is_none() {
-                unreachable = Some(r.name.clone());
-            }
+        log_report(s, None, &r);
+        if !r.ok && r.status.is_none() {
+            unreachable = Some(r.name.clone());
         }
         reports.push(r);
+    }
+    // Each identity logs in with a client and cookie jar of its own, so no session (or
+    // role) leaks from one user to the next.
+    for id in &s.identities {
+        let mut mine = Vec::new();
+        if let Some(first) = &unreachable {
+            for c in std::iter::once(&id.login).chain(&id.checks) {
+                mine.push(CheckReport::skipped(
+                    c,
+                    format!("not run: `{first}` got no answer from the app"),
+                ));
+            }
+        } else {
+            let own = self::runner(s)?;
+            let login = own.warm(&id.login).await;
+            log_report(s, Some(&id.name), &login);
+            let logged_in = login.ok;
+            if login.status.is_none() {
+                unreachable = Some(login.name.clone());
+            }
+            mine.push(login);
+            for c in &id.checks {
+                if !logged_in {
+                    mine.push(CheckReport::skipped(
+                        c,
+                        format!("not run: identity `{}` did not log in", id.name),
+                    ));
+                    continue;
+                }
+                let r = own.warm(c).await;
+                log_report(s, Some(&id.name), &r);
+                mine.push(r);
+            }
+        }
+        for r in &mut mine {
+            r.identity = Some(id.name.clone());
+        }
+        reports.extend(mine);
     }
     let checks_ok = reports.iter().all(|r| r.ok);
 
@@ -272,6 +286,49 @@ pub async fn check(s: &Settings) -> Result<Smoked, Error> {
     })
 }
 
+/// The HTTP client of one session: its own cookie jar, so each identity is logged in alone.
+fn runner(s: &Settings) -> Result<check::Runner<'_>, Error> {
+    let jar = Arc::new(reqwest::cookie::Jar::default());
+    let client = reqwest::Client::builder()
+        .cookie_provider(jar.clone())
+        .connect_timeout(s.request_timeout.min(Duration::from_secs(10)))
+        .user_agent(concat!(
+            "flightplan/",
+            env!("CARGO_PKG_VERSION"),
+            " (smoke)"
+        ))
+        .build()
+        .map_err(|e| Error::failure(format!("cannot set up the HTTP client: {e}")))?;
+    Ok(check::Runner {
+        client,
+        jar,
+        request_timeout: s.request_timeout,
+        backoff: s.backoff,
+        redactor: &s.redactor,
+    })
+}
+
+/// One log line per check, naming the identity it ran as.
+fn log_report(s: &Settings, identity: Option<&str>, r: &CheckReport) {
+    let who = identity.map(|i| format!("[{i}] ")).unwrap_or_default();
+    if r.ok {
+        tracing::info!(
+            "ok: {who}{} ({} {}, {} ms, {} attempt(s))",
+            r.name,
+            r.method,
+            r.path,
+            r.latency_ms.unwrap_or(0),
+            r.attempts
+        );
+    } else {
+        tracing::info!(
+            "FAILED: {who}{}: {}",
+            r.name,
+            s.redactor.scrub(r.reason.as_deref().unwrap_or(""))
+        );
+    }
+}
+
 /// The error that explains a failed smoke test: the first failed check, or the watch breach.
 fn failure(base: &Url, reports: &[CheckReport], watch: Option<&WatchReport>) -> Error {
     let failed: Vec<&CheckReport> = reports.iter().filter(|r| !r.ok && !r.skipped).collect();
@@ -286,6 +343,11 @@ fn failure(base: &Url, reports: &[CheckReport], watch: Option<&WatchReport>) -> 
                 "is the app running and reachable at {base}? Check `fly status` and `fly logs`; \
                  if it needs longer to start, raise [smoke] timeout"
             )
+        } else if first.kind == "login" && first.identity.is_some() {
+            format!(
+                "check the credentials of identity `{}` (its email_var / password_var), that the user exists with that role and is not locked, and its login accept (session or mfa)",
+                first.identity.as_deref().unwrap_or_default()
+            )
         } else if first.kind == "login" {
             "check SMOKE_USER_EMAIL / SMOKE_USER_PASSWORD, that the smoke user exists and is not \
              locked, and [smoke.login] accept (session or mfa)"
@@ -293,8 +355,16 @@ fn failure(base: &Url, reports: &[CheckReport], watch: Option<&WatchReport>) -> 
         } else {
             "see the check's body excerpt above and the app's logs (`fly logs`)".to_string()
         };
-        return Error::failure(format!("smoke test failed: {}: {reason}{more}", first.name))
-            .hint(hint);
+        let who = first
+            .identity
+            .as_ref()
+            .map(|i| format!("identity `{i}`: "))
+            .unwrap_or_default();
+        return Error::failure(format!(
+            "smoke test failed: {who}{}: {reason}{more}",
+            first.name
+        ))
+        .hint(hint);
     }
     let reason = watch
         .and_then(|w| w.reason.clone())
@@ -307,7 +377,11 @@ fn failure(base: &Url, reports: &[CheckReport], watch: Option<&WatchReport>) -> 
 fn render(base: &Url, reports: &[CheckReport], watch: Option<&WatchReport>, ok: bool) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "smoke {base}");
-    let name_w = reports.iter().map(|r| r.name.len()).max().unwrap_or(0);
+    let shown = |r: &CheckReport| match &r.identity {
+        Some(i) => format!("[{i}] {}", r.name),
+        None => r.name.clone(),
+    };
+    let name_w = reports.iter().map(|r| shown(r).len()).max().unwrap_or(0);
     let req_w = reports
         .iter()
         .map(|r| r.method.len() + 1 + r.path.len())
@@ -328,7 +402,7 @@ fn render(base: &Url, reports: &[CheckReport], watch: Option<&WatchReport>, ok: 
         let _ = writeln!(
             s,
             "  {mark:<4}  {:<name_w$}  {req:<req_w$}  {status:>3}  {latency:>7}  {} attempt{}{login}",
-            r.name,
+            shown(r),
             r.attempts,
             if r.attempts == 1 { "" } else { "s" },
         );
