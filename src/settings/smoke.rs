@@ -9,8 +9,11 @@ use url::Url;
 
 use super::{Sources, flag_duration};
 use crate::cli::SmokeArgs;
+use crate::db::DatabaseUrl;
 use crate::error::Error;
+use crate::http::{Api, Policy};
 use crate::redact::{Redactor, Secret};
+use crate::smoke::metrics::{self, Budgets, MetricsSettings};
 use crate::smoke::{
     self, Check, DEFAULT_MAX_ERROR_RATE, DEFAULT_P95_MS, DEFAULT_REQUEST_TIMEOUT, DEFAULT_TIMEOUT,
     Kind, ReqBody, WatchSettings, file,
@@ -104,22 +107,26 @@ impl Sources<'_> {
         }
 
         let w = &loaded.file.watch;
-        let watch = watch
-            .filter(|d| !d.is_zero())
-            .map(|duration| WatchSettings {
-                duration,
-                p95_budget: Duration::from_millis(w.p95_ms.unwrap_or(DEFAULT_P95_MS)),
-                max_error_rate: w.max_error_rate.unwrap_or(DEFAULT_MAX_ERROR_RATE),
-                poll: w.poll.unwrap_or(Duration::from_secs(1)),
-                // About ten lines per window, at least a second and at most a minute apart;
-                // a configured interval is taken as is, short of a flood.
-                interval: w
-                    .interval
-                    .unwrap_or_else(|| {
-                        (duration / 10).clamp(Duration::from_secs(1), Duration::from_secs(60))
-                    })
-                    .max(Duration::from_millis(100)),
-            });
+        let watch = watch.filter(|d| !d.is_zero());
+        let metrics = match watch {
+            Some(_) if w.metrics != Some(false) => Some(self.watch_metrics(&mut redactor)?),
+            _ => None,
+        };
+        let watch = watch.map(|duration| WatchSettings {
+            metrics,
+            duration,
+            p95_budget: Duration::from_millis(w.p95_ms.unwrap_or(DEFAULT_P95_MS)),
+            max_error_rate: w.max_error_rate.unwrap_or(DEFAULT_MAX_ERROR_RATE),
+            poll: w.poll.unwrap_or(Duration::from_secs(1)),
+            // About ten lines per window, at least a second and at most a minute apart;
+            // a configured interval is taken as is, short of a flood.
+            interval: w
+                .interval
+                .unwrap_or_else(|| {
+                    (duration / 10).clamp(Duration::from_secs(1), Duration::from_secs(60))
+                })
+                .max(Duration::from_millis(100)),
+        });
 
         Ok(smoke::Settings {
             base,
@@ -131,6 +138,75 @@ impl Sources<'_> {
             watch,
             redactor,
             gha: self.gha(),
+        })
+    }
+}
+
+impl Sources<'_> {
+    /// Fly's metrics API for the watch: the app, the org, the read-only token (a secret),
+    /// the database whose connections are counted, and the budgets.
+    fn watch_metrics(&self, redactor: &mut Redactor) -> Result<MetricsSettings, Error> {
+        let w = &self.loaded.file.watch;
+        let off = "or set [watch] metrics = false to judge the watch by its probes only";
+        let app = self.fly_app().ok_or_else(|| {
+            Error::usage("the watch reads the app's production metrics, but no Fly app is named")
+                .hint(format!("set FLY_APP or `app` in flightplan.toml, {off}"))
+        })?;
+        let org = self
+            .var("FLY_ORG")
+            .or_else(|| w.org.clone())
+            .map(|o| o.trim().to_string())
+            .filter(|o| !o.is_empty())
+            .ok_or_else(|| {
+                Error::usage("the watch reads Fly's metrics API, whose path names the org, and no org is set")
+                    .file(self.loaded.describe("[watch] org"))
+                    .hint(format!(
+                        "set [watch] org (or FLY_ORG) to the org slug (`fly orgs list`; `personal` for a personal org), {off}"
+                    ))
+            })?;
+        let token = self.var("FLY_METRICS_TOKEN").ok_or_else(|| {
+            Error::usage("the watch reads Fly's metrics API, and FLY_METRICS_TOKEN is not set")
+                .hint(format!(
+                    "make a read-only org token with `fly tokens create readonly -o {org}` (a deploy token is refused)                      and store it as the FLY_METRICS_TOKEN secret, {off}"
+                ))
+        })?;
+        redactor.add(&token);
+        let mut base = crate::http::base_url(
+            &metrics::FLY_METRICS,
+            self.var("FLY_METRICS_URL").as_deref(),
+        )?;
+        if let Ok(mut p) = base.path_segments_mut() {
+            p.pop_if_empty().push(&org);
+        }
+        let auth = metrics::authorization(&token);
+        let api = Api::new(
+            &metrics::FLY_METRICS,
+            base,
+            &auth,
+            crate::redact::strip_scheme(&token),
+            "FLY_METRICS_TOKEN",
+            Duration::from_secs(10),
+            Policy::new(Duration::from_millis(200), Duration::from_secs(2), 2),
+        )?;
+        let database = match self.var("DATABASE_URL") {
+            Some(u) => Some(DatabaseUrl::parse(u.trim())?),
+            None => None,
+        };
+        Ok(MetricsSettings {
+            api,
+            org,
+            app,
+            database,
+            budgets: Budgets {
+                p95_ms: w.p95_ms.unwrap_or(DEFAULT_P95_MS),
+                max_error_rate: w.max_error_rate.unwrap_or(DEFAULT_MAX_ERROR_RATE),
+                max_memory: w.max_memory.unwrap_or(smoke::DEFAULT_MAX_MEMORY),
+                max_cpu: w.max_cpu.unwrap_or(smoke::DEFAULT_MAX_CPU),
+                max_db_connections: w
+                    .max_db_connections
+                    .unwrap_or(smoke::DEFAULT_MAX_DB_CONNECTIONS),
+                min_requests: w.min_requests.unwrap_or(smoke::DEFAULT_MIN_REQUESTS),
+            },
         })
     }
 }

@@ -312,9 +312,24 @@ pub struct WatchFile {
     /// Pause between rounds of requests.
     #[serde(default, deserialize_with = "opt_duration")]
     pub poll: Option<Duration>,
-    /// Time between progress lines.
+    /// Time between progress lines (and between metrics queries).
     #[serde(default, deserialize_with = "opt_duration")]
     pub interval: Option<Duration>,
+    /// `false`: the window judges the probes only (no metrics token needed).
+    pub metrics: Option<bool>,
+    /// The Fly org slug of the metrics API path (`FLY_ORG` wins).
+    pub org: Option<String>,
+    /// Memory used, as a fraction of the machine's (0.8 = the runbook's 80%).
+    #[serde(default, deserialize_with = "opt_fraction")]
+    pub max_memory: Option<f64>,
+    /// CPU utilisation, as a fraction of all the machine's vCPUs.
+    #[serde(default, deserialize_with = "opt_fraction")]
+    pub max_cpu: Option<f64>,
+    /// Database connections in use, as a fraction of `max_connections`.
+    #[serde(default, deserialize_with = "opt_fraction")]
+    pub max_db_connections: Option<f64>,
+    /// Fewer requests in the window: error rate and p95 are reported as not judged.
+    pub min_requests: Option<u64>,
 }
 
 /// A value or a list of them: `expect_status = 200` or `expect_status = [200, 204]`.

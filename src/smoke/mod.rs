@@ -3,6 +3,7 @@
 
 mod check;
 pub mod file;
+pub mod metrics;
 mod watch;
 
 use std::fmt::Write as _;
@@ -28,6 +29,15 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The runbook's budgets: "Response times (should be < 500ms)", "Error rate (should be < 1%)".
 pub const DEFAULT_P95_MS: u64 = 500;
 pub const DEFAULT_MAX_ERROR_RATE: f64 = 0.01;
+/// "Memory usage (should be < 80% of 1GB)", "CPU usage (should be < 70%)".
+pub const DEFAULT_MAX_MEMORY: f64 = 0.8;
+pub const DEFAULT_MAX_CPU: f64 = 0.7;
+/// "Database connection pool (should not be exhausted)": PostgreSQL keeps
+/// `superuser_reserved_connections` (3 of the default 100) back, so the app runs out
+/// before `max_connections`; 90% leaves that margin.
+pub const DEFAULT_MAX_DB_CONNECTIONS: f64 = 0.9;
+/// One 5xx in 100 requests is the runbook's 1%: fewer cannot be judged against it.
+pub const DEFAULT_MIN_REQUESTS: u64 = 100;
 
 /// Everything `smoke` needs, resolved from flags, environment and file, with every `${VAR}`
 /// already substituted: nothing is contacted before all of it is known to be usable.
@@ -415,6 +425,14 @@ fn render(base: &Url, reports: &[CheckReport], watch: Option<&WatchReport>, ok: 
     }
     if let Some(w) = watch {
         let _ = writeln!(s, "{}", w.summary());
+        if let Some(m) = &w.metrics {
+            for line in m.lines() {
+                let _ = writeln!(s, "{line}");
+            }
+        }
+        if let Some(why) = &w.inconclusive {
+            let _ = writeln!(s, "watch NOT JUDGED: {why}");
+        }
         for c in w.checks.iter().filter(|c| c.errors > 0) {
             let _ = writeln!(
                 s,

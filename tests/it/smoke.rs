@@ -588,7 +588,8 @@ fn usage_mistakes_are_exit_2() {
 fn watch_within_budgets_passes_with_one_progress_line_per_interval() {
     let s = serve(health(200, "ok"));
     let d = tmp();
-    let config = "[watch]\nduration = \"2s\"\npoll = \"50ms\"\ninterval = \"500ms\"\n";
+    let config =
+        "[watch]\nmetrics = false\nduration = \"2s\"\npoll = \"50ms\"\ninterval = \"500ms\"\n";
     let (run, doc) = smoke_json(d.path(), config, &["--url", &s.base], &[]);
     run.expect(0);
     let w = &doc["watch"];
@@ -621,7 +622,7 @@ fn watch_fails_on_a_p95_breach() {
         }),
     ));
     let d = tmp();
-    let config = "[watch]\np95_ms = 50\npoll = \"10ms\"\n";
+    let config = "[watch]\nmetrics = false\np95_ms = 50\npoll = \"10ms\"\n";
     let (run, doc) = smoke_json(d.path(), config, &["--url", &s.base, "--watch", "1s"], &[]);
     run.expect(1);
     assert_eq!(doc["checks"][0]["ok"], true);
@@ -659,7 +660,7 @@ fn watch_fails_on_an_error_rate_breach() {
     let d = tmp();
     let (run, doc) = smoke_json(
         d.path(),
-        "[watch]\nduration = \"1s\"\npoll = \"20ms\"\n",
+        "[watch]\nmetrics = false\nduration = \"1s\"\npoll = \"20ms\"\n",
         &["--url", &s.base],
         &[],
     );
@@ -808,6 +809,8 @@ max_latency_ms = 2000
 name = "user"
 path = "/api/user"
 expect_json = { role = "client", mfa_enabled = false }
+[watch]
+metrics = false
 "#;
     let env = [
         ("SMOKE_USER_EMAIL", "smoke@secure2send.test"),
