@@ -1,10 +1,13 @@
-//! secure2send's API surface for the worked example: `/api/health`, `/api/login` and
-//! `/api/user` over the database built by `examples/secure2send/migrations`, so there is an
-//! app to deploy locally and to smoke-test.
+//! secure2send's API surface for the worked example: `/api/health`, `/api/login`,
+//! `/api/user` and one page per role (`/api/admin/dashboard`, `/api/agent/clients`,
+//! `/api/merchant/application`) over the database built by `examples/secure2send/migrations`,
+//! so there is an app to deploy locally and to smoke-test as each role of the runbook.
 //!
 //! Run: `DATABASE_URL=postgres://… PORT=3000 cargo run --release --example secure2send_app`.
 //! With `SMOKE_USER_EMAIL` and `SMOKE_USER_PASSWORD` set it seeds that user if absent
-//! (`SMOKE_USER_MFA=true` seeds it with email MFA on); `HOST` defaults to 0.0.0.0.
+//! (`SMOKE_USER_MFA=true` seeds it with email MFA on); likewise `SMOKE_ADMIN_*`,
+//! `SMOKE_AGENT_*` and `SMOKE_MERCHANT_*` seed an admin, an agent and a merchant (role
+//! `client`) for the smoke test's identities. `HOST` defaults to 0.0.0.0.
 //!
 //! The tests include this file as a module (see tests/smoke.rs), so everything but `main`
 //! is a function they can call.
@@ -34,14 +37,18 @@ pub struct AppConfig {
     pub host: String,
     pub port: u16,
     pub smoke_user: Option<SmokeUser>,
+    /// The admin, agent and merchant the smoke test's identities log in as.
+    pub role_users: Vec<SmokeUser>,
 }
 
-/// The user `flightplan smoke` logs in as.
+/// A user `flightplan smoke` logs in as.
 #[derive(Clone)]
 pub struct SmokeUser {
     pub email: String,
     pub password: String,
     pub mfa: bool,
+    /// `client` (a merchant), `admin` or `agent`.
+    pub role: &'static str,
 }
 
 impl AppConfig {
@@ -60,17 +67,43 @@ impl AppConfig {
                 email,
                 password,
                 mfa: set("SMOKE_USER_MFA").is_some_and(|v| v == "true" || v == "1"),
+                role: "client",
             }),
             (None, None) => None,
             _ => {
                 return Err("set both SMOKE_USER_EMAIL and SMOKE_USER_PASSWORD, or neither".into());
             }
         };
+        let mut role_users = Vec::new();
+        for (prefix, role) in [
+            ("ADMIN", "admin"),
+            ("AGENT", "agent"),
+            ("MERCHANT", "client"),
+        ] {
+            match (
+                set(&format!("SMOKE_{prefix}_EMAIL")),
+                set(&format!("SMOKE_{prefix}_PASSWORD")),
+            ) {
+                (Some(email), Some(password)) => role_users.push(SmokeUser {
+                    email,
+                    password,
+                    mfa: false,
+                    role,
+                }),
+                (None, None) => {}
+                _ => {
+                    return Err(format!(
+                        "set both SMOKE_{prefix}_EMAIL and SMOKE_{prefix}_PASSWORD, or neither"
+                    ));
+                }
+            }
+        }
         Ok(AppConfig {
             database_url,
             host: set("HOST").unwrap_or_else(|| "0.0.0.0".into()),
             port,
             smoke_user,
+            role_users,
         })
     }
 }
@@ -84,13 +117,16 @@ pub async fn app(config: &AppConfig) -> Result<Router, String> {
         .connect(&config.database_url)
         .await
         .map_err(|e| format!("cannot connect to the database: {e}"))?;
-    if let Some(user) = &config.smoke_user {
+    for user in config.smoke_user.iter().chain(&config.role_users) {
         seed(&pool, user).await?;
     }
     Ok(Router::new()
         .route("/api/health", get(health))
         .route("/api/login", post(login))
         .route("/api/user", get(user))
+        .route("/api/admin/dashboard", get(admin_dashboard))
+        .route("/api/agent/clients", get(agent_clients))
+        .route("/api/merchant/application", get(merchant_application))
         .with_state(pool))
 }
 
@@ -100,12 +136,13 @@ pub async fn seed(pool: &PgPool, user: &SmokeUser) -> Result<(), String> {
     let inserted = sqlx::query(
         "INSERT INTO users (email, password_hash, first_name, role, email_verified, \
                             mfa_email_enabled, mfa_preferred_method, mfa_required)
-         VALUES ($1, $2, 'Smoke', 'client', true, $3, CASE WHEN $3 THEN 'email' END, $3)
+         VALUES ($1, $2, 'Smoke', $4, true, $3, CASE WHEN $3 THEN 'email' END, $3)
          ON CONFLICT (email) DO NOTHING",
     )
     .bind(&user.email)
     .bind(hash_password(&user.password))
     .bind(user.mfa)
+    .bind(user.role)
     .execute(pool)
     .await
     .map_err(|e| format!("cannot seed the smoke user (are the migrations applied?): {e}"))?
@@ -113,9 +150,9 @@ pub async fn seed(pool: &PgPool, user: &SmokeUser) -> Result<(), String> {
     eprintln!(
         "{}",
         if inserted == 1 {
-            "seeded the smoke user"
+            format!("seeded the smoke user ({})", user.role)
         } else {
-            "the smoke user exists; kept as it is"
+            format!("the smoke user ({}) exists; kept as it is", user.role)
         }
     );
     Ok(())
@@ -325,6 +362,121 @@ async fn user(State(pool): State<PgPool>, headers: HeaderMap) -> Response {
                 json!({"error": "try again later"}),
             )
         }
+    }
+}
+
+/// The signed-in user's id and role, or the answer to give instead (401, 503).
+async fn signed_in(pool: &PgPool, headers: &HeaderMap) -> Result<(String, String), Response> {
+    let Some(sid) = session_id(headers) else {
+        return Err(not_signed_in());
+    };
+    let row = sqlx::query(
+        "SELECT u.id, u.role FROM sessions s JOIN users u ON u.id = s.sess->>'user_id'
+         WHERE s.sid = $1 AND s.expire > now() AND u.is_active",
+    )
+    .bind(sid)
+    .fetch_optional(pool)
+    .await;
+    match row {
+        Ok(Some(r)) => Ok((
+            r.try_get("id").unwrap_or_default(),
+            r.try_get("role").unwrap_or_default(),
+        )),
+        Ok(None) => Err(not_signed_in()),
+        Err(e) => Err(db_error("session", e)),
+    }
+}
+
+/// The signed-in user's id when their role is `role`; 403 for any other role.
+async fn with_role(pool: &PgPool, headers: &HeaderMap, role: &str) -> Result<String, Response> {
+    let (id, has) = signed_in(pool, headers).await?;
+    if has == role {
+        Ok(id)
+    } else {
+        Err(json_response(
+            StatusCode::FORBIDDEN,
+            json!({"error": format!("this page is for the {role} role"), "role": has}),
+        ))
+    }
+}
+
+fn db_error(what: &str, e: sqlx::Error) -> Response {
+    eprintln!("{what}: database error: {e}");
+    json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({"error": "try again later"}),
+    )
+}
+
+/// Runbook test 2, "Can access admin dashboard": the counts an admin sees first.
+async fn admin_dashboard(State(pool): State<PgPool>, headers: HeaderMap) -> Response {
+    if let Err(r) = with_role(&pool, &headers, "admin").await {
+        return r;
+    }
+    let counts = sqlx::query(
+        "SELECT (SELECT count(*) FROM merchant_applications) AS applications,
+                (SELECT count(*) FROM invitation_codes) AS invitation_codes,
+                (SELECT count(*) FROM audit_logs) AS audit_logs",
+    )
+    .fetch_one(&pool)
+    .await;
+    match counts {
+        Ok(r) => json_response(
+            StatusCode::OK,
+            json!({
+                "role": "admin",
+                "applications": r.try_get::<i64, _>("applications").unwrap_or_default(),
+                "invitation_codes": r.try_get::<i64, _>("invitation_codes").unwrap_or_default(),
+                "audit_logs": r.try_get::<i64, _>("audit_logs").unwrap_or_default(),
+            }),
+        ),
+        Err(e) => db_error("admin dashboard", e),
+    }
+}
+
+/// Runbook test 3, "Agent can view assigned merchants".
+async fn agent_clients(State(pool): State<PgPool>, headers: HeaderMap) -> Response {
+    let id = match with_role(&pool, &headers, "agent").await {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let clients = sqlx::query(
+        "SELECT client_id FROM agent_clients WHERE agent_id = $1 AND is_active ORDER BY client_id",
+    )
+    .bind(&id)
+    .fetch_all(&pool)
+    .await;
+    match clients {
+        Ok(rows) => json_response(
+            StatusCode::OK,
+            json!({
+                "role": "agent",
+                "clients": rows
+                    .iter()
+                    .map(|r| r.try_get::<String, _>("client_id").unwrap_or_default())
+                    .collect::<Vec<_>>(),
+            }),
+        ),
+        Err(e) => db_error("agent clients", e),
+    }
+}
+
+/// Runbook test 4, "Can start application": the merchant's own applications.
+async fn merchant_application(State(pool): State<PgPool>, headers: HeaderMap) -> Response {
+    let id = match with_role(&pool, &headers, "client").await {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let apps = sqlx::query("SELECT count(*) AS n FROM merchant_applications WHERE user_id = $1")
+        .bind(&id)
+        .fetch_one(&pool)
+        .await;
+    match apps {
+        Ok(r) => json_response(
+            StatusCode::OK,
+            json!({"role": "client", "applications": r.try_get::<i64, _>("n").unwrap_or_default()}),
+        ),
+        Err(e) => db_error("merchant application", e),
     }
 }
 

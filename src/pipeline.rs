@@ -318,6 +318,15 @@ async fn phases(
     if let Some(e) = &pending.blocker {
         return stop_before_changes(state, e);
     }
+    // The watch's metrics token is tried now: a refused token stops the run before any
+    // change, rather than after a deploy it could then not judge.
+    if !plans_only
+        && let Phase::Run(s) = &plan.smoke
+        && let Some(m) = s.watch.as_ref().and_then(|w| w.metrics.as_ref())
+        && let Err(e) = m.probe().await
+    {
+        return stop_before_changes(state, &e);
+    }
     let mut batches = 0;
     if let Phase::Run(deployer) = &plan.deploy {
         let preview = deployer.preview(plan.image.as_deref()).await;
@@ -568,6 +577,14 @@ async fn phases(
         return Status::Success;
     };
     if smoke_phase(smoke, state).await {
+        let mut st = state.borrow_mut();
+        if let Some(why) = st.log.watch.as_ref().and_then(|w| w.inconclusive.clone()) {
+            // Not a breach, so nothing rolls back; not a pass either, so it is not a success.
+            st.log.resolution = Some(format!(
+                "deployed and smoke-tested, but the watch window's production metrics were not judged: {why}"
+            ));
+            return Status::Partial;
+        }
         return Status::Success;
     }
     let Some(deployer) = deployer else {
@@ -613,7 +630,10 @@ async fn smoke_phase(settings: &crate::smoke::Settings, state: &State) -> bool {
         .checks
         .iter()
         .map(|c| SmokeRecord {
-            name: c.name.clone(),
+            name: match &c.identity {
+                Some(i) => format!("[{i}] {}", c.name),
+                None => c.name.clone(),
+            },
             ok: c.ok,
             status: c.status,
             latency_ms: c.latency_ms,
@@ -631,6 +651,27 @@ async fn smoke_phase(settings: &crate::smoke::Settings, state: &State) -> bool {
                 .iter()
                 .filter_map(|i| i.p95_ms.map(|v| v as f64))
                 .collect(),
+            metrics_verdict: w.metrics.as_ref().map(|m| {
+                serde_json::to_value(m.verdict)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            }),
+            figures: w
+                .metrics
+                .iter()
+                .flat_map(|m| &m.figures)
+                .map(|f| crate::report::log::FigureRecord {
+                    name: f.name.clone(),
+                    unit: f.unit.to_string(),
+                    value: f.value,
+                    budget: f.budget,
+                    ok: f.ok,
+                    series: f.series.clone(),
+                    note: f.note.clone(),
+                })
+                .collect(),
+            inconclusive: w.inconclusive.clone(),
         });
     }
     let json = Value::Object(smoked.to_outcome(settings).json);

@@ -411,6 +411,17 @@ impl RunPlan {
                     .chain(&s.checks)
                     .map(|c| format!("{} {} {}", c.name, c.method, c.path))
                     .collect();
+                for id in &s.identities {
+                    details.push(format!(
+                        "as `{}` (own session): {}",
+                        id.name,
+                        std::iter::once(&id.login)
+                            .chain(&id.checks)
+                            .map(|c| format!("{} {} {}", c.name, c.method, c.path))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
                 if let Some(w) = &s.watch {
                     details.push(format!(
                         "watch {}s: p95 ≤ {} ms, error rate ≤ {}%",
@@ -425,7 +436,12 @@ impl RunPlan {
                     what: format!(
                         "test {} ({} check(s)); a failure rolls the machines back{}",
                         s.base,
-                        s.login.iter().count() + s.checks.len(),
+                        s.login.iter().count()
+                            + s.checks.len()
+                            + s.identities
+                                .iter()
+                                .map(|i| 1 + i.checks.len())
+                                .sum::<usize>(),
                         if self.restore_database {
                             ", then restores the database"
                         } else {

@@ -20,6 +20,7 @@ pub const SERVICE_SECRETS: &[&str] = &[
     "NEON_API_KEY",
     "GITHUB_TOKEN",
     "SMOKE_USER_PASSWORD",
+    "FLY_METRICS_TOKEN",
 ];
 
 /// Values shorter than this are not scrubbed from text: masking `on` or `42` everywhere

@@ -129,6 +129,30 @@ pub struct WatchRecord {
     /// p95 per interval, for the latency chart.
     #[serde(default)]
     pub intervals_p95_ms: Vec<f64>,
+    /// The production metrics' verdict (`pass`, `fail`, `too_little_traffic`, `unavailable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_verdict: Option<String>,
+    /// Each production figure against its budget, with its series over the window.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub figures: Vec<FigureRecord>,
+    /// Why the window was not judged (too little traffic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inconclusive: Option<String>,
+}
+
+/// One production figure of the watch window against its budget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FigureRecord {
+    pub name: String,
+    /// `%` (values are fractions) or `ms`.
+    pub unit: String,
+    pub value: Option<f64>,
+    pub budget: f64,
+    /// `None`: not judged.
+    pub ok: Option<bool>,
+    pub series: Vec<Option<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// One schema difference found by the drift gate (`migrate drift`).

@@ -324,6 +324,60 @@ fn watch(log: &DeploymentLog, out: &mut String) {
             ys.join(", ")
         );
     }
+    if let Some(v) = &w.metrics_verdict {
+        let _ = writeln!(out, "#### Production metrics: {v}\n");
+        if let Some(why) = &w.inconclusive {
+            let _ = writeln!(out, "**Not judged:** {}\n", cell(why));
+        }
+        if !w.figures.is_empty() {
+            out.push_str("| figure | value | budget | verdict | |\n|---|---:|---:|---|---|\n");
+        }
+        let show = |v: f64, unit: &str| match unit {
+            "%" => format!("{:.2}%", v * 100.0),
+            _ => format!("{v:.0} {unit}"),
+        };
+        for f in &w.figures {
+            let _ = writeln!(
+                out,
+                "| {} | {} | < {} | {} | {} |",
+                f.name,
+                f.value.map_or("—".into(), |v| show(v, &f.unit)),
+                show(f.budget, &f.unit),
+                match f.ok {
+                    Some(true) => "✅ ok",
+                    Some(false) => "❌ over budget",
+                    None => "— not judged",
+                },
+                cell(f.note.as_deref().unwrap_or(""))
+            );
+        }
+        out.push('\n');
+        for f in w
+            .figures
+            .iter()
+            .filter(|f| f.series.iter().any(Option::is_some))
+        {
+            let scale = if f.unit == "%" { 100.0 } else { 1.0 };
+            let unit = if f.unit == "%" { "%" } else { f.unit.as_str() };
+            let ys: Vec<String> = f
+                .series
+                .iter()
+                .map(|v| format!("{:.2}", v.unwrap_or(0.0) * scale))
+                .collect();
+            let top = f.series.iter().flatten().fold(f.budget, |a, b| a.max(*b)) * scale * 1.2;
+            let xs: Vec<String> = (1..=f.series.len()).map(|i| i.to_string()).collect();
+            let _ = writeln!(
+                out,
+                "```mermaid\nxychart-beta\n    title \"{} per interval ({unit}), budget {:.2}\"\n    x-axis [{}]\n    y-axis \"{unit}\" 0 --> {:.2}\n    bar [{}]\n    line [{}]\n```\n",
+                f.name,
+                f.budget * scale,
+                xs.join(", "),
+                top.max(1.0),
+                ys.join(", "),
+                vec![format!("{:.2}", f.budget * scale); f.series.len()].join(", ")
+            );
+        }
+    }
 }
 
 fn issues(log: &DeploymentLog, out: &mut String) {
@@ -484,6 +538,7 @@ pub fn comment(log: &DeploymentLog) -> String {
     drift(log, &mut out, 30);
     migrations(log, &mut out, 30);
     smoke(log, &mut out);
+    watch(log, &mut out);
     if log.status == Status::DryRun {
         if let Some(p) = &log.plan {
             out.push_str(&plan(p));
@@ -637,6 +692,9 @@ mod tests {
                 p50_ms: 88.0,
                 p95_ms: 210.0,
                 error_rate: 0.0,
+                metrics_verdict: None,
+                figures: Vec::new(),
+                inconclusive: None,
                 intervals_p95_ms: vec![180.0, 210.0, 190.0],
             });
         }

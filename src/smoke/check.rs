@@ -54,6 +54,9 @@ pub(super) struct Failure {
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckReport {
     pub name: String,
+    /// The `[[smoke.identity]]` whose session ran it; absent for the main checks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
     /// `check` or `login`.
     #[serde(rename = "type")]
     pub kind: &'static str,
@@ -79,6 +82,7 @@ impl CheckReport {
     fn new(c: &Check) -> CheckReport {
         CheckReport {
             name: c.name.clone(),
+            identity: None,
             kind: match c.kind {
                 Kind::Check => "check",
                 Kind::Login { .. } => "login",

@@ -29,6 +29,90 @@ pub struct SmokeFile {
     #[serde(default, rename = "check")]
     pub checks: Vec<CheckFile>,
     pub login: Option<LoginFile>,
+    /// `[[smoke.identity]]`: more users, each logged in with a session of its own.
+    #[serde(default, rename = "identity")]
+    pub identities: Vec<IdentityFile>,
+}
+
+/// One `[[smoke.identity]]`: a user (an admin, an agent, a merchant), where its credentials
+/// are, how it logs in, and the checks it must pass with its own session.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawIdentity")]
+pub struct IdentityFile {
+    pub name: String,
+    /// The variables holding its email and password (default `SMOKE_<NAME>_EMAIL` and
+    /// `SMOKE_<NAME>_PASSWORD`): both are secrets.
+    pub email_var: String,
+    pub password_var: String,
+    pub login: LoginFile,
+    pub checks: Vec<CheckFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    name: String,
+    email_var: Option<String>,
+    password_var: Option<String>,
+    login: Option<LoginFile>,
+    #[serde(default, rename = "check")]
+    checks: Vec<CheckFile>,
+}
+
+impl TryFrom<RawIdentity> for IdentityFile {
+    type Error = String;
+
+    fn try_from(r: RawIdentity) -> Result<IdentityFile, String> {
+        let name = r.name.trim().to_string();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(format!(
+                "[[smoke.identity]] name `{}` must be letters, digits, `-` or `_` (it names the credential variables)",
+                r.name
+            ));
+        }
+        let var = |v: Option<String>, key: &str, suffix: &str| -> Result<String, String> {
+            match v {
+                Some(v) if is_var_name(&v) => Ok(v),
+                Some(v) => Err(format!(
+                    "[[smoke.identity]] `{name}` {key} `{v}` is not a variable name"
+                )),
+                None => Ok(format!(
+                    "SMOKE_{}_{suffix}",
+                    name.to_ascii_uppercase().replace('-', "_")
+                )),
+            }
+        };
+        let login = match r.login {
+            Some(l) => l,
+            None => LoginFile::try_from(RawLogin::default())?,
+        };
+        Ok(IdentityFile {
+            email_var: var(r.email_var, "email_var", "EMAIL")?,
+            password_var: var(r.password_var, "password_var", "PASSWORD")?,
+            login: LoginFile {
+                name: if login.name == "login" {
+                    format!("{name} login")
+                } else {
+                    login.name
+                },
+                ..login
+            },
+            checks: r.checks,
+            name,
+        })
+    }
+}
+
+/// A `${NAME}`-able environment variable name.
+pub fn is_var_name(s: &str) -> bool {
+    s.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// One `[[smoke.check]]`.
@@ -151,7 +235,7 @@ pub enum Accept {
     Mfa,
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLogin {
     name: Option<String>,
@@ -228,9 +312,24 @@ pub struct WatchFile {
     /// Pause between rounds of requests.
     #[serde(default, deserialize_with = "opt_duration")]
     pub poll: Option<Duration>,
-    /// Time between progress lines.
+    /// Time between progress lines (and between metrics queries).
     #[serde(default, deserialize_with = "opt_duration")]
     pub interval: Option<Duration>,
+    /// `false`: the window judges the probes only (no metrics token needed).
+    pub metrics: Option<bool>,
+    /// The Fly org slug of the metrics API path (`FLY_ORG` wins).
+    pub org: Option<String>,
+    /// Memory used, as a fraction of the machine's (0.8 = the runbook's 80%).
+    #[serde(default, deserialize_with = "opt_fraction")]
+    pub max_memory: Option<f64>,
+    /// CPU utilisation, as a fraction of all the machine's vCPUs.
+    #[serde(default, deserialize_with = "opt_fraction")]
+    pub max_cpu: Option<f64>,
+    /// Database connections in use, as a fraction of `max_connections`.
+    #[serde(default, deserialize_with = "opt_fraction")]
+    pub max_db_connections: Option<f64>,
+    /// Fewer requests in the window: error rate and p95 are reported as not judged.
+    pub min_requests: Option<u64>,
 }
 
 /// A value or a list of them: `expect_status = 200` or `expect_status = [200, 204]`.

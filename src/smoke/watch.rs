@@ -1,16 +1,20 @@
 //! The watch window: the checks polled for a while after they passed, judged by p95 latency
-//! and error rate against the runbook's budgets, with one progress line per interval.
+//! and error rate against the runbook's budgets, with one progress line per interval; and,
+//! alongside, the app's production figures from Fly's metrics API (see `metrics`).
 
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use super::check::{Runner, ms};
+use super::metrics::{self, MetricsReport, MetricsSettings, Verdict};
 use super::{Check, human};
 
 /// How long to watch and what counts as healthy.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct WatchSettings {
+    /// The production figures; `None` only with `[watch] metrics = false`.
+    pub metrics: Option<MetricsSettings>,
     pub duration: Duration,
     pub p95_budget: Duration,
     /// A fraction: 0.01 is 1%.
@@ -40,6 +44,12 @@ pub struct WatchReport {
     pub checks: Vec<WatchCheck>,
     /// One entry per progress interval, for the report's latency chart.
     pub intervals: Vec<WatchInterval>,
+    /// The production figures of the window, when measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsReport>,
+    /// Not judged (too little traffic): neither a pass nor a breach.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inconclusive: Option<String>,
 }
 
 /// The window's requests of one progress interval.
@@ -97,6 +107,38 @@ impl Runner<'_> {
     /// Polls `checks` round after round for the window; the login is not repeated (it would
     /// trip rate limits and lockouts), but its session cookie is still sent.
     pub(super) async fn watch(&self, checks: &[Check], w: &WatchSettings) -> WatchReport {
+        // Data from before this moment (the rollout, the smoke checks) is not counted.
+        let since = metrics::now();
+        let figures = async {
+            match &w.metrics {
+                Some(m) => Some(metrics::watch(m, since, w.duration, w.interval).await),
+                None => None,
+            }
+        };
+        let (mut report, figures) = tokio::join!(self.probe(checks, w), figures);
+        if let Some(m) = figures {
+            for line in m.lines() {
+                tracing::info!("{line}");
+            }
+            match m.verdict {
+                Verdict::Pass => {}
+                Verdict::TooLittleTraffic => report.inconclusive = m.reason.clone(),
+                Verdict::Fail | Verdict::Unavailable => {
+                    report.ok = false;
+                    let why = m.reason.clone().unwrap_or_else(|| "failed".into());
+                    report.reason = Some(match report.reason.take() {
+                        Some(r) => format!("{r}; production metrics: {why}"),
+                        None => format!("production metrics: {why}"),
+                    });
+                }
+            }
+            report.metrics = Some(m);
+        }
+        report
+    }
+
+    /// The probes: the checks, round after round, for the window.
+    async fn probe(&self, checks: &[Check], w: &WatchSettings) -> WatchReport {
         let started = Instant::now();
         let end = started + w.duration;
         tracing::info!(
@@ -204,6 +246,8 @@ impl Runner<'_> {
                 })
                 .collect(),
             intervals,
+            metrics: None,
+            inconclusive: None,
         };
         tracing::info!("{}", report.summary());
         report

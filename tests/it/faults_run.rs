@@ -136,7 +136,10 @@ fn next_run_completes(w: &World, context: &str) -> Run {
 /// The configuration shared by the kill cases: a slow pending migration, leases that expire
 /// quickly, a watch window so smoke lasts.
 fn kill_world() -> World {
-    let w = World::build("lease_ttl = \"3s\"\n", "[watch]\nduration = \"6s\"\n");
+    let w = World::build(
+        "lease_ttl = \"3s\"\n",
+        "[watch]\nmetrics = false\nduration = \"6s\"\n",
+    );
     w.db.write(
         "021_slow.sql",
         "CREATE TABLE slow_marker (id int);\nSELECT pg_sleep(3);\nALTER TABLE slow_marker ADD COLUMN c int;\n",

@@ -20,3 +20,4 @@ mod plan;
 mod rehearse;
 mod run;
 mod smoke;
+mod watch_metrics;

@@ -588,7 +588,8 @@ fn usage_mistakes_are_exit_2() {
 fn watch_within_budgets_passes_with_one_progress_line_per_interval() {
     let s = serve(health(200, "ok"));
     let d = tmp();
-    let config = "[watch]\nduration = \"2s\"\npoll = \"50ms\"\ninterval = \"500ms\"\n";
+    let config =
+        "[watch]\nmetrics = false\nduration = \"2s\"\npoll = \"50ms\"\ninterval = \"500ms\"\n";
     let (run, doc) = smoke_json(d.path(), config, &["--url", &s.base], &[]);
     run.expect(0);
     let w = &doc["watch"];
@@ -621,7 +622,7 @@ fn watch_fails_on_a_p95_breach() {
         }),
     ));
     let d = tmp();
-    let config = "[watch]\np95_ms = 50\npoll = \"10ms\"\n";
+    let config = "[watch]\nmetrics = false\np95_ms = 50\npoll = \"10ms\"\n";
     let (run, doc) = smoke_json(d.path(), config, &["--url", &s.base, "--watch", "1s"], &[]);
     run.expect(1);
     assert_eq!(doc["checks"][0]["ok"], true);
@@ -659,7 +660,7 @@ fn watch_fails_on_an_error_rate_breach() {
     let d = tmp();
     let (run, doc) = smoke_json(
         d.path(),
-        "[watch]\nduration = \"1s\"\npoll = \"20ms\"\n",
+        "[watch]\nmetrics = false\nduration = \"1s\"\npoll = \"20ms\"\n",
         &["--url", &s.base],
         &[],
     );
@@ -735,16 +736,40 @@ headers = { Authorization = "Bearer ${API_TOKEN}" }
     }
 }
 
+/// The example app's admin, agent and merchant, as its identities' variables name them.
+const ROLE_USERS: [(&str, &str); 6] = [
+    ("SMOKE_ADMIN_EMAIL", "admin@secure2send.test"),
+    ("SMOKE_ADMIN_PASSWORD", "example-admin-pw-3"),
+    ("SMOKE_AGENT_EMAIL", "agent@secure2send.test"),
+    ("SMOKE_AGENT_PASSWORD", "example-agent-pw-4"),
+    ("SMOKE_MERCHANT_EMAIL", "merchant@secure2send.test"),
+    ("SMOKE_MERCHANT_PASSWORD", "example-merchant-pw-5"),
+];
+
 /// The example app on a database migrated by `flightplan migrate apply` from the example's
 /// migrations, served on its own thread as its `main` would serve it.
 fn example_app(db: &TestDb, email: &str, password: &str, mfa: bool) -> Server {
+    example_app_with(db, email, password, mfa, &[])
+}
+
+/// The example app with more of its variables set (the role users' credentials).
+fn example_app_with(
+    db: &TestDb,
+    email: &str,
+    password: &str,
+    mfa: bool,
+    more: &[(&str, &str)],
+) -> Server {
     let env = |k: &str| match k {
         "DATABASE_URL" => Some(db.url.clone()),
         "PORT" => Some("0".into()),
         "SMOKE_USER_EMAIL" => Some(email.to_string()),
         "SMOKE_USER_PASSWORD" => Some(password.to_string()),
         "SMOKE_USER_MFA" => Some(mfa.to_string()),
-        _ => None,
+        _ => more
+            .iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string()),
     };
     let config = secure2send_app::AppConfig::from_env(&env).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -761,7 +786,13 @@ fn example_app_passes_health_login_and_user() {
     db::copy_example(&db);
     db.migrate("apply", &[]).expect(0);
 
-    let app = example_app(&db, "smoke@secure2send.test", "example-smoke-pw-1", false);
+    let app = example_app_with(
+        &db,
+        "smoke@secure2send.test",
+        "example-smoke-pw-1",
+        false,
+        &ROLE_USERS,
+    );
     let config = r#"
 [smoke]
 timeout = "20s"
@@ -778,6 +809,8 @@ max_latency_ms = 2000
 name = "user"
 path = "/api/user"
 expect_json = { role = "client", mfa_enabled = false }
+[watch]
+metrics = false
 "#;
     let env = [
         ("SMOKE_USER_EMAIL", "smoke@secure2send.test"),
@@ -817,15 +850,59 @@ expect_json = { role = "client", mfa_enabled = false }
     // The worked example's own flightplan.toml describes the same checks.
     let example =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/secure2send/flightplan.toml");
-    let run = smoke_with(&example, db.dir.path(), "json", &["--url", &app.base], &env);
+    let with_roles: Vec<(&str, &str)> = env.iter().chain(&ROLE_USERS).copied().collect();
+    let run = smoke_with(
+        &example,
+        db.dir.path(),
+        "json",
+        &["--url", &app.base],
+        &with_roles,
+    );
     run.expect(0);
-    let names: Vec<Value> = run.json()["checks"]
+    let doc = run.json();
+    let names: Vec<(Value, Value)> = doc["checks"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| c["name"].clone())
+        .map(|c| (c["identity"].clone(), c["name"].clone()))
         .collect();
-    assert_eq!(names, [json!("login"), json!("health"), json!("user")]);
+    let n = |i: Option<&str>, name: &str| (i.map_or(Value::Null, |i| json!(i)), json!(name));
+    assert_eq!(
+        names,
+        [
+            n(None, "login"),
+            n(None, "health"),
+            n(None, "user"),
+            n(Some("admin"), "admin login"),
+            n(Some("admin"), "admin dashboard"),
+            n(Some("agent"), "agent login"),
+            n(Some("agent"), "agent clients"),
+            n(Some("merchant"), "merchant login"),
+            n(Some("merchant"), "merchant application"),
+        ],
+        "{doc}"
+    );
+    // Each role's session is its own user's: one session per role user in the database.
+    for (var, role) in [
+        ("SMOKE_ADMIN_EMAIL", "admin"),
+        ("SMOKE_AGENT_EMAIL", "agent"),
+        ("SMOKE_MERCHANT_EMAIL", "client"),
+    ] {
+        let email = ROLE_USERS.iter().find(|(k, _)| *k == var).unwrap().1;
+        assert_eq!(
+            db.scalar(&format!(
+                "SELECT count(*)::text FROM sessions s JOIN users u ON u.id = s.sess->>'user_id' \
+                 WHERE u.email = '{email}' AND u.role = '{role}'"
+            ))
+            .as_deref(),
+            Some("1"),
+            "{role}"
+        );
+    }
+    // Without an identity's credentials the run is refused before any request (exit 2).
+    let run = smoke_with(&example, db.dir.path(), "json", &["--url", &app.base], &env);
+    run.expect(2);
+    assert!(run.stderr.contains("SMOKE_ADMIN_EMAIL"), "{}", run.stderr);
 
     // A user with MFA on gets a challenge, and no session.
     let mfa = example_app(&db, "mfa@secure2send.test", "example-smoke-pw-2", true);
@@ -873,4 +950,165 @@ fn query_terminate(db: &TestDb) {
             db.name
         ),
     );
+}
+
+/// Logins that set `sid=<user>` and one page per role that records the cookies it got.
+fn identities_app(seen: Arc<std::sync::Mutex<Vec<(String, String)>>>) -> Router {
+    let login_seen = seen.clone();
+    Router::new()
+        .route(
+            "/api/login",
+            post(
+                move |headers: HeaderMap, axum::Json(b): axum::Json<Value>| {
+                    let seen = login_seen.clone();
+                    async move {
+                        let cookie = headers
+                            .get(header::COOKIE)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string();
+                        let email = b["email"].as_str().unwrap_or("").to_string();
+                        let user = email.split('@').next().unwrap_or("").to_string();
+                        seen.lock().unwrap().push((format!("login {user}"), cookie));
+                        if b["password"] != json!(format!("pw-{user}-canary-91x")) {
+                            return (StatusCode::UNAUTHORIZED, "wrong password").into_response();
+                        }
+                        (
+                            [(header::SET_COOKIE, format!("sid={user}; Path=/; HttpOnly"))],
+                            axum::Json(json!({"ok": true})),
+                        )
+                            .into_response()
+                    }
+                },
+            ),
+        )
+        .route(
+            "/api/{role}/page",
+            get(
+                move |axum::extract::Path(role): axum::extract::Path<String>,
+                      headers: HeaderMap| {
+                    let seen = seen.clone();
+                    async move {
+                        let cookie = headers
+                            .get(header::COOKIE)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string();
+                        seen.lock()
+                            .unwrap()
+                            .push((format!("page {role}"), cookie.clone()));
+                        if cookie == format!("sid={role}") {
+                            axum::Json(json!({"role": role})).into_response()
+                        } else {
+                            (StatusCode::FORBIDDEN, "not this role").into_response()
+                        }
+                    }
+                },
+            ),
+        )
+        .route(
+            "/api/health",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+}
+
+fn as_refs(e: &[(String, String)]) -> Vec<(&str, &str)> {
+    e.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+#[test]
+fn three_identities_log_in_each_with_its_own_session_and_a_failure_names_the_identity() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = serve(identities_app(seen.clone()));
+    let mut config = String::from("[smoke]\ntimeout = \"2s\"\n");
+    for role in ["admin", "agent", "merchant"] {
+        config.push_str(&format!(
+            "[[smoke.identity]]\nname = \"{role}\"\n[[smoke.identity.check]]\nname = \"{role} page\"\n\
+             path = \"/api/{role}/page\"\nexpect_json = {{ role = \"{role}\" }}\n"
+        ));
+    }
+    let mut env: Vec<(String, String)> = Vec::new();
+    for role in ["admin", "agent", "merchant"] {
+        let up = role.to_uppercase();
+        env.push((
+            format!("SMOKE_{up}_EMAIL"),
+            format!("{role}@canary-mail.test"),
+        ));
+        env.push((
+            format!("SMOKE_{up}_PASSWORD"),
+            format!("pw-{role}-canary-91x"),
+        ));
+    }
+    let envs = |e: &[(String, String)]| -> Vec<(String, String)> { e.to_vec() };
+    let d = tmp();
+    let ok_env = envs(&env);
+    let (run, doc) = smoke_json(d.path(), &config, &["--url", &s.base], &as_refs(&ok_env));
+    run.expect(0);
+    let checks = doc["checks"].as_array().unwrap();
+    // The default health check, then login + page for each identity.
+    assert_eq!(checks.len(), 7, "{doc}");
+    for (i, role) in ["admin", "agent", "merchant"].iter().enumerate() {
+        assert_eq!(checks[1 + 2 * i]["identity"], *role);
+        assert_eq!(checks[1 + 2 * i]["login"], "session");
+        assert_eq!(checks[2 + 2 * i]["identity"], *role);
+        assert_eq!(checks[2 + 2 * i]["ok"], true);
+    }
+    // Every login came from a fresh jar (no cookie at all), and each page saw only its own
+    // identity's session.
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(
+        got,
+        [
+            ("login admin".to_string(), String::new()),
+            ("page admin".to_string(), "sid=admin".to_string()),
+            ("login agent".to_string(), String::new()),
+            ("page agent".to_string(), "sid=agent".to_string()),
+            ("login merchant".to_string(), String::new()),
+            ("page merchant".to_string(), "sid=merchant".to_string()),
+        ]
+    );
+
+    // The agent's password is wrong: the failure names the identity, its page is not run,
+    // and no credential appears anywhere.
+    seen.lock().unwrap().clear();
+    let mut bad = envs(&env);
+    bad[3].1 = "pw-agent-wrong-canary-77q".into();
+    for format in ["text", "json"] {
+        let run = smoke(
+            d.path(),
+            &config,
+            format,
+            &["--url", &s.base],
+            &as_refs(&bad),
+        );
+        run.expect(1);
+        assert!(
+            run.stderr
+                .contains("identity `agent`: agent login: credentials rejected"),
+            "{}",
+            run.stderr
+        );
+        for (_, v) in &bad {
+            assert!(
+                !run.stdout.contains(v.as_str()),
+                "{v} in {format} stdout:\n{}",
+                run.stdout
+            );
+            assert!(
+                !run.stderr.contains(v.as_str()),
+                "{v} in {format} stderr:\n{}",
+                run.stderr
+            );
+        }
+        if format == "json" {
+            let doc = run.json();
+            let page = &doc["checks"][4];
+            assert_eq!(page["identity"], "agent");
+            assert_eq!(page["skipped"], true, "{doc}");
+            // The merchant still logs in on its own session after the agent failed.
+            assert_eq!(doc["checks"][6]["ok"], true, "{doc}");
+        } else {
+            assert!(run.stdout.contains("[agent] agent login"), "{}", run.stdout);
+        }
+    }
 }

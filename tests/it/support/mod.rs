@@ -8,6 +8,7 @@ pub mod faults;
 pub mod fly;
 pub mod github;
 pub mod neon;
+pub mod prometheus;
 pub mod spec;
 pub mod spec_quirks;
 pub mod world;
