@@ -60,7 +60,7 @@ pub async fn run(cli: &Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Outc
         Command::Rollback(a) => pipeline::rollback(&src, plan::rollback(&src, a)).await,
         Command::Smoke(a) => commands::smoke(&src, a).await,
         Command::Report { log } => report::render(log),
-        Command::Rehearse(a) => rehearse::run(a, &loaded, env).await,
+        Command::Rehearse(a) => rehearse::run(&src, a).await,
         Command::Run(a) => {
             let src = src.with_env_file(a.env_file.as_deref())?;
             pipeline::run(&src, plan::run(&src, a)).await

@@ -10,7 +10,6 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use crate::clock::Utc;
-use crate::config::{Loaded, ReportFile};
 use crate::deploy::{Deployer, RestoreDb};
 use crate::error::Error;
 use crate::output::Outcome;
@@ -23,8 +22,6 @@ use crate::report::log::{
 };
 use crate::report::{DeploymentLog, actions, markdown};
 use crate::settings::{ReportSettings, Sources};
-
-type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// The run's shared state: the log being filled in, and when the run started.
 pub(crate) struct Recorder {
@@ -1316,55 +1313,4 @@ pub(crate) fn fill_context(log: &mut DeploymentLog, env: &dyn Fn(&str) -> Option
     {
         c.pull_requests.push(n);
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// Kept for `rehearse` until its own plan lands (it still resolves from the raw config).
-
-/// The result of one phase command: ok, its JSON, and its error if any.
-pub(crate) fn split(result: Result<Outcome, Error>) -> (bool, Value, Option<Error>) {
-    match result {
-        Ok(o) => (o.ok && o.error.is_none(), Value::Object(o.json), o.error),
-        Err(e) => (false, Value::Null, Some(e)),
-    }
-}
-
-pub(crate) fn contract_secrets(loaded: &Loaded, env: Env<'_>) -> Vec<String> {
-    Sources::new(loaded, env).contract_secrets()
-}
-
-pub(crate) fn github_client(env: Env<'_>, report: &ReportFile, dry_run: bool) -> Option<GitHub> {
-    if dry_run || (!report.pr_comment && !report.github_deployment) {
-        return None;
-    }
-    let token = env("GITHUB_TOKEN").filter(|t| !t.is_empty())?;
-    let repo = env("GITHUB_REPOSITORY")?;
-    env("GITHUB_SHA")?;
-    let base =
-        env("GITHUB_API_URL").unwrap_or_else(|| crate::report::github::DEFAULT_API_URL.into());
-    match GitHub::new(&base, &token, &repo) {
-        Ok(g) => Some(g),
-        Err(e) => {
-            tracing::warn!("GitHub reporting is off: {}", e.message);
-            None
-        }
-    }
-}
-
-/// `rehearse`'s summary and log, written where its `[report]`/`[rehearse] log` say.
-pub(crate) fn write_rehearsal(
-    log: &mut DeploymentLog,
-    loaded: &Loaded,
-    env: Env<'_>,
-    log_path: &Path,
-    render: fn(&DeploymentLog) -> String,
-    redactor: &Redactor,
-) {
-    let src = Sources::new(loaded, env);
-    let mut report = src.report_unchecked("flightplan-rehearsal.json");
-    report.log = log_path.to_path_buf();
-    if env("GITHUB_STEP_SUMMARY").is_none() && loaded.file.report.summary.is_none() {
-        report.summary = log_path.with_extension("md");
-    }
-    write_summary_and_log(log, &report, render, redactor);
 }

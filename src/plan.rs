@@ -92,7 +92,8 @@ pub struct RollbackPlan {
 pub struct Problems(Vec<(&'static str, Error)>);
 
 impl Problems {
-    fn take<T>(&mut self, phase: &'static str, r: Result<T, Error>) -> Option<T> {
+    /// The value, or `None` with the error kept as the phase's problem.
+    pub fn take<T>(&mut self, phase: &'static str, r: Result<T, Error>) -> Option<T> {
         match r {
             Ok(t) => Some(t),
             Err(e) => {
@@ -100,6 +101,10 @@ impl Problems {
                 None
             }
         }
+    }
+
+    pub fn push(&mut self, phase: &'static str, e: Error) {
+        self.0.push((phase, e));
     }
 
     pub fn is_empty(&self) -> bool {

@@ -6,77 +6,7 @@
 use std::fmt;
 
 use crate::migrate::{Migration, line_col, split};
-
-/// PostgreSQL's table-level lock modes, weakest first (the derived `Ord` is their strength).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum LockMode {
-    AccessShare,
-    RowShare,
-    RowExclusive,
-    ShareUpdateExclusive,
-    Share,
-    ShareRowExclusive,
-    Exclusive,
-    AccessExclusive,
-}
-
-impl LockMode {
-    pub fn name(self) -> &'static str {
-        match self {
-            LockMode::AccessShare => "ACCESS SHARE",
-            LockMode::RowShare => "ROW SHARE",
-            LockMode::RowExclusive => "ROW EXCLUSIVE",
-            LockMode::ShareUpdateExclusive => "SHARE UPDATE EXCLUSIVE",
-            LockMode::Share => "SHARE",
-            LockMode::ShareRowExclusive => "SHARE ROW EXCLUSIVE",
-            LockMode::Exclusive => "EXCLUSIVE",
-            LockMode::AccessExclusive => "ACCESS EXCLUSIVE",
-        }
-    }
-
-    /// What the mode means for the running app, in a few words.
-    pub fn blocks(self) -> &'static str {
-        match self {
-            LockMode::AccessShare | LockMode::RowShare | LockMode::RowExclusive => {
-                "blocks only schema changes"
-            }
-            LockMode::ShareUpdateExclusive => "reads and writes continue",
-            LockMode::Share | LockMode::ShareRowExclusive => "blocks writes, reads continue",
-            LockMode::Exclusive => "blocks writes and row locks, plain reads continue",
-            LockMode::AccessExclusive => "blocks reads and writes",
-        }
-    }
-
-    /// The mode named as `name()` spells it.
-    pub fn from_name(name: &str) -> Option<LockMode> {
-        let words: Vec<String> = name
-            .split_whitespace()
-            .map(str::to_ascii_uppercase)
-            .collect();
-        LockMode::parse(&words)
-    }
-
-    fn parse(words: &[String]) -> Option<LockMode> {
-        let w: Vec<&str> = words.iter().map(String::as_str).collect();
-        Some(match w.as_slice() {
-            ["ACCESS", "SHARE"] => LockMode::AccessShare,
-            ["ROW", "SHARE"] => LockMode::RowShare,
-            ["ROW", "EXCLUSIVE"] => LockMode::RowExclusive,
-            ["SHARE", "UPDATE", "EXCLUSIVE"] => LockMode::ShareUpdateExclusive,
-            ["SHARE"] => LockMode::Share,
-            ["SHARE", "ROW", "EXCLUSIVE"] => LockMode::ShareRowExclusive,
-            ["EXCLUSIVE"] => LockMode::Exclusive,
-            ["ACCESS", "EXCLUSIVE"] => LockMode::AccessExclusive,
-            _ => return None,
-        })
-    }
-}
-
-impl fmt::Display for LockMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use crate::report::log::LockMode;
 
 /// A relation as written, normalised the way PostgreSQL resolves it: unquoted parts folded
 /// to lower case, quoted ones kept, a leading `public.` dropped (the default search path).

@@ -5,6 +5,7 @@
 
 pub mod analyze;
 pub mod copy;
+pub mod plan;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -18,16 +19,16 @@ use sqlx::{AssertSqlSafe, Row as _};
 
 use self::analyze::{FileAnalysis, Finding};
 use self::copy::Live;
+use self::plan::{RehearsePlan, Route};
 use crate::backup::Label;
-use crate::cli::{BackupArgs, RehearseArgs};
-use crate::clock::Utc;
-use crate::config::ReportFile;
-use crate::config::{BackupProvider, DurationValue, Loaded};
+use crate::cli::RehearseArgs;
+use crate::clock::{DurationValue, Utc};
 use crate::db::{DatabaseUrl, quote_literal};
-use crate::error::{Error, Kind};
+use crate::error::Error;
 use crate::migrate::{self, Migration, Source};
 use crate::output::Outcome;
 use crate::pipeline::{self, Recorder};
+use crate::plan::Problems;
 use crate::redact::Redactor;
 use crate::report::log::{
     DeploymentLog, DriftRecord, FileError, LockRecord, Rehearsal, RehearsalWarning, RehearsedFile,
@@ -35,11 +36,6 @@ use crate::report::log::{
 };
 use crate::report::{actions, rehearsal as render};
 use crate::settings::Sources;
-
-type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
-
-/// Neon's limit for `expires_at`: at most 30 days ahead (docs: "Branch expiration").
-const MAX_EXPIRY: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// `[rehearse]` in flightplan.toml.
 #[derive(Debug, Deserialize)]
@@ -67,99 +63,41 @@ impl Default for RehearseFile {
     }
 }
 
-/// Where the copy comes from, decided before anything is contacted.
-enum Route {
-    Neon(crate::backup::neon::Settings),
-    Scratch,
-    /// No way to make a copy here (a fork's pull request without NEON_API_KEY).
-    PlanOnly(String),
-    /// Not even the ledger is readable (a fork's pull request without DATABASE_URL).
-    ChangedFilesOnly(String),
-}
-
 struct Ctx<'a> {
-    loaded: &'a Loaded,
-    env: Env<'a>,
-    keep: bool,
-    expires_in: Duration,
-    file: RehearseFile,
+    plan: &'a RehearsePlan,
     state: Rc<RefCell<Recorder>>,
     live: RefCell<Live>,
-    report: ReportFile,
     /// File name → path of every pending file, for annotations on the right file.
     paths: RefCell<HashMap<String, String>>,
 }
 
 /// `flightplan rehearse [--keep]`.
-pub async fn run(args: &RehearseArgs, loaded: &Loaded, env: Env<'_>) -> Result<Outcome, Error> {
-    let mut args = args.clone();
-    if args.migrate.database_url.is_none() {
-        args.migrate.database_url = env("DATABASE_URL").filter(|u| !u.trim().is_empty());
-    }
-    let args = &args;
-    let file: RehearseFile =
-        Sources::new(loaded, env).section(&loaded.file.rehearse, "rehearse")?;
-    let report: ReportFile = loaded.file.report.clone();
-    let expires_in = match (&args.expires_in, &file.expires_in) {
-        (Some(v), _) => crate::config::parse_duration(v)
-            .map_err(|e| Error::usage(format!("--expires-in: {e}")))?,
-        (None, Some(v)) => v.to_duration().map_err(|e| {
-            Error::usage(format!("[rehearse] expires_in: {e}"))
-                .file(loaded.describe("[rehearse] expires_in"))
-        })?,
-        (None, None) => Duration::from_secs(3600),
-    };
-    if expires_in < Duration::from_secs(600) || expires_in > MAX_EXPIRY {
-        return Err(Error::usage(format!(
-            "the copy's expiry ({}s) must be between 10m and 30 days",
-            expires_in.as_secs()
-        ))
-        .hint("Neon accepts an expires_at up to 30 days ahead; the rehearsal needs it to outlive the job"));
-    }
-    let gha = env("GITHUB_ACTIONS").as_deref() == Some("true");
-    let mut redactor = Redactor::from_env(env);
-    for name in pipeline::contract_secrets(loaded, env) {
-        if let Some(v) = env(&name) {
-            redactor.add(&v);
-        }
-    }
+pub async fn run(src: &Sources<'_>, args: &RehearseArgs) -> Result<Outcome, Error> {
+    let plan = plan::plan(src, args).map_err(Problems::into_error)?;
     // Every secret is masked before anything else is printed.
-    redactor.announce(gha);
+    plan.redactor.announce(plan.gha);
 
-    let mut log = DeploymentLog::new("rehearse", &report.environment, Utc::now().rfc3339());
-    log.app = env("FLY_APP").or_else(|| loaded.file.app.clone());
-    pipeline::fill_context(&mut log, env);
-    let pr_event = !log.context.pull_requests.is_empty()
-        || matches!(
-            env("GITHUB_EVENT_NAME").as_deref(),
-            Some("pull_request" | "pull_request_target")
-        );
-    let route = decide(args, loaded, env, pr_event)?;
-
-    let large_table_rows = file.large_table_rows;
+    let mut log = DeploymentLog::new("rehearse", &plan.report.environment, Utc::now().rfc3339());
+    log.app = plan.app.clone();
+    log.context = plan.context.clone();
     log.rehearsal = Some(Rehearsal {
-        large_table_rows,
+        large_table_rows: plan.file.large_table_rows,
         ..Default::default()
     });
     let state = Rc::new(RefCell::new(Recorder {
         log,
         t0: Instant::now(),
-        redactor,
+        redactor: plan.redactor.clone(),
         current: None,
     }));
     let ctx = Ctx {
-        loaded,
-        env,
-        keep: args.keep,
-        expires_in,
-        file,
+        plan: &plan,
         state: state.clone(),
         live: RefCell::new(Live::default()),
-        report,
         paths: RefCell::new(HashMap::new()),
     };
 
-    let work = rehearse(&ctx, args, route);
+    let work = rehearse(&ctx);
     let interrupted = tokio::select! {
         _ = work => false,
         _ = pipeline::cancelled() => true,
@@ -184,59 +122,6 @@ pub async fn run(args: &RehearseArgs, loaded: &Loaded, env: Env<'_>) -> Result<O
     finish(&ctx).await
 }
 
-/// Which copy this run can make with the variables at hand. On a pull request, missing
-/// secrets (a fork's) mean a plan-only report instead of a failure; anywhere else they are
-/// the usual usage errors (exit 2).
-fn decide(
-    args: &RehearseArgs,
-    loaded: &Loaded,
-    env: Env<'_>,
-    pr_event: bool,
-) -> Result<Route, Error> {
-    let no_db = args
-        .migrate
-        .database_url
-        .as_deref()
-        .is_none_or(|u| u.trim().is_empty());
-    if no_db && pr_event {
-        return Ok(Route::ChangedFilesOnly(
-            "DATABASE_URL is not available to this workflow (a pull request from a fork gets no secrets)".into(),
-        ));
-    }
-    // Usage errors of the migrate settings (no DATABASE_URL, a pooled URL, a bad flag) first.
-    Sources::new(loaded, env).migrate(&args.migrate)?;
-    let set = |k: &str| env(k).is_some_and(|v| !v.trim().is_empty());
-    let provider = loaded
-        .file
-        .backup
-        .provider
-        .unwrap_or(if set("NEON_PROJECT_ID") {
-            BackupProvider::Neon
-        } else {
-            BackupProvider::PgDump
-        });
-    if provider != BackupProvider::Neon {
-        return Ok(Route::Scratch);
-    }
-    let backup_args = BackupArgs {
-        provider: Some(BackupProvider::Neon),
-        branch: args.branch.clone(),
-        database_url: args.migrate.database_url.clone(),
-        dir: None,
-    };
-    match Sources::new(loaded, env).backup(&backup_args) {
-        Ok(s) => match s.target {
-            crate::backup::Target::Neon(ns) => Ok(Route::Neon(ns)),
-            _ => Ok(Route::Scratch),
-        },
-        Err(e) if pr_event && e.kind == Kind::Usage && !set("NEON_API_KEY") => Ok(Route::PlanOnly(
-            "NEON_API_KEY is not available to this workflow (a pull request from a fork gets no secrets), so no copy of production could be made"
-                .into(),
-        )),
-        Err(e) => Err(e),
-    }
-}
-
 fn rehearsal(st: &mut Recorder) -> &mut Rehearsal {
     st.log.rehearsal.get_or_insert_with(Rehearsal::default)
 }
@@ -250,18 +135,14 @@ fn set_verdict(ctx: &Ctx<'_>, verdict: Verdict, reason: impl Into<String>) {
 }
 
 /// The steps; each records itself into the log. Returns when the verdict is known.
-async fn rehearse(ctx: &Ctx<'_>, args: &RehearseArgs, route: Route) {
-    if let Route::ChangedFilesOnly(why) = &route {
+async fn rehearse(ctx: &Ctx<'_>) {
+    let route = &ctx.plan.route;
+    if let Route::ChangedFilesOnly(why) = route {
         ctx.state.borrow_mut().skip(
             "plan",
             "no DATABASE_URL: production's ledger cannot be read",
         );
-        let dir = match (&args.migrate.dir, &ctx.loaded.file.migrate.dir) {
-            (Some(d), _) => d.clone(),
-            (None, Some(d)) => ctx.loaded.resolve_path(d),
-            (None, None) => ctx.loaded.resolve_path(std::path::Path::new("migrations")),
-        };
-        let changed = changed_files(ctx, &dir).await;
+        let changed = changed_files(ctx, &ctx.plan.dir).await;
         let mut st = ctx.state.borrow_mut();
         let r = rehearsal(&mut st);
         r.changed_files = changed;
@@ -269,17 +150,12 @@ async fn rehearse(ctx: &Ctx<'_>, args: &RehearseArgs, route: Route) {
         r.reason = why.clone();
         return;
     }
-    let ms = match Sources::new(ctx.loaded, ctx.env).migrate(&args.migrate) {
-        Ok(ms) => ms,
-        Err(e) => {
-            set_verdict(ctx, Verdict::Error, e.message);
-            return;
-        }
-    };
+    let Some(ms) = &ctx.plan.migrate else { return };
+    let ms = ms.clone();
 
     // 1. The plan, against production's ledger (read-only).
     ctx.state.borrow_mut().begin("plan");
-    let (ok, json, err) = pipeline::split(migrate::plan(&ms).await);
+    let (ok, json, err) = split(migrate::plan(&ms).await);
     let pending: Vec<String> = json["pending"]
         .as_array()
         .into_iter()
@@ -344,7 +220,7 @@ async fn rehearse(ctx: &Ctx<'_>, args: &RehearseArgs, route: Route) {
     }
 
     // 2. The copy.
-    if let Route::PlanOnly(why) = &route {
+    if let Route::PlanOnly(why) = route {
         ctx.state.borrow_mut().skip("copy", why);
         if let Some(r) = &ctx.state.borrow().log.rehearsal {
             annotate(ctx, r);
@@ -352,22 +228,18 @@ async fn rehearse(ctx: &Ctx<'_>, args: &RehearseArgs, route: Route) {
         set_verdict(ctx, Verdict::PlanOnly, why.clone());
         return;
     }
-    let label = Label::now(ctx.env("GITHUB_SHA").as_deref());
-    let raw = args.migrate.database_url.clone().unwrap_or_default();
+    let label = &ctx.plan.label;
+    let raw = ms.url.expose().to_string();
     ctx.state.borrow_mut().begin("copy");
-    let made = match &route {
-        Route::Neon(ns) => neon_copy(ctx, &ms, &raw, ns, &label).await,
-        Route::Scratch => {
-            let timeout = match &ctx.loaded.file.backup.timeout {
-                Some(v) => v.to_duration().unwrap_or(Duration::from_secs(600)),
-                None => Duration::from_secs(600),
-            };
+    let made = match route {
+        Route::Neon(ns) => neon_copy(ctx, &ms, &raw, ns, label).await,
+        Route::Scratch { timeout } => {
             copy::scratch_database(
                 &ms.url,
                 &raw,
-                timeout,
+                *timeout,
                 ms.connect_timeout,
-                &label,
+                label,
                 &ctx.live,
             )
             .await
@@ -453,13 +325,13 @@ async fn rehearse(ctx: &Ctx<'_>, args: &RehearseArgs, route: Route) {
     }
 
     // 4. The drift check on the copy, now that it has every file.
-    if !ctx.file.drift {
+    if !ctx.plan.file.drift {
         ctx.state
             .borrow_mut()
             .skip("drift", "[rehearse] drift = false");
         return;
     }
-    if matches!(route, Route::Scratch) {
+    if matches!(route, Route::Scratch { .. }) {
         // A dump and restore re-deparses some expressions (a CHECK's `IN (…)` comes back
         // as `= ANY (ARRAY[…])` written differently), so the comparison would report
         // differences that are not drift. A Neon branch is a physical copy: no such issue.
@@ -472,7 +344,7 @@ async fn rehearse(ctx: &Ctx<'_>, args: &RehearseArgs, route: Route) {
     }
     ctx.state.borrow_mut().begin("drift");
     let result = migrate::drift(&copy_settings).await;
-    let gate = ctx.loaded.file.migrate.drift_gate == Some(true);
+    let gate = ctx.plan.drift_gate;
     let mut st = ctx.state.borrow_mut();
     match result {
         Ok(out) => {
@@ -524,7 +396,7 @@ async fn neon_copy(
         .hint("use the direct URL Neon shows, e.g. postgres://ROLE:PASSWORD@ep-….neon.tech/DB"));
     }
     let database = ms.url.database().to_string();
-    let expires_at = Utc::at(SystemTime::now() + ctx.expires_in).rfc3339();
+    let expires_at = Utc::at(SystemTime::now() + ctx.plan.expires_in).rfc3339();
     let pr = ctx
         .state
         .borrow()
@@ -539,7 +411,7 @@ async fn neon_copy(
     {
         let mut fresh = Redactor::new();
         fresh.add(uri.expose());
-        fresh.announce(ctx.env("GITHUB_ACTIONS").as_deref() == Some("true"));
+        fresh.announce(ctx.plan.gha);
         ctx.state.borrow_mut().redactor.add(uri.expose());
     }
     let url = DatabaseUrl::parse(&without_channel_binding(uri.expose())).map_err(|mut e| {
@@ -550,12 +422,6 @@ async fn neon_copy(
         e
     })?;
     Ok((url, record))
-}
-
-impl Ctx<'_> {
-    fn env(&self, k: &str) -> Option<String> {
-        (self.env)(k)
-    }
 }
 
 /// Neon's URIs ask for `channel_binding=require`; sqlx does not implement channel binding
@@ -584,6 +450,14 @@ fn percent_decode(s: &str) -> String {
         .next()
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default()
+}
+
+/// The result of one phase command: ok, its JSON, and its error if any.
+fn split(result: Result<Outcome, Error>) -> (bool, Value, Option<Error>) {
+    match result {
+        Ok(o) => (o.ok && o.error.is_none(), Value::Object(o.json), o.error),
+        Err(e) => (false, Value::Null, Some(e)),
+    }
 }
 
 fn note(ctx: &Ctx<'_>, text: String) {
@@ -907,8 +781,8 @@ fn record_apply(
     applied: Result<Outcome, Error>,
     elapsed_ms: i64,
 ) -> bool {
-    let mut files = describe(analyses, Some(facts), ctx.file.large_table_rows);
-    let (ok, json, err) = pipeline::split(applied);
+    let mut files = describe(analyses, Some(facts), ctx.plan.file.large_table_rows);
+    let (ok, json, err) = split(applied);
     let mut sum = 0i64;
     for a in json["applied"].as_array().into_iter().flatten() {
         let name = a["filename"].as_str().unwrap_or_default();
@@ -992,14 +866,16 @@ fn record_apply(
 /// the ledger; empty with a note when they cannot be listed.
 async fn changed_files(ctx: &Ctx<'_>, dir: &std::path::Path) -> Vec<String> {
     let prs = ctx.state.borrow().log.context.pull_requests.clone();
-    let Some(gh) = pipeline::github_client(ctx.env, &ctx.report, false) else {
+    let Some(gh) = ctx.plan.github() else {
         note(ctx, "the changed files could not be listed: GITHUB_TOKEN, GITHUB_REPOSITORY or GITHUB_SHA is not set".into());
         return Vec::new();
     };
     // The directory as a path inside the repository (the workspace is its checkout).
     let base = ctx
-        .env("GITHUB_WORKSPACE")
-        .map(PathBuf::from)
+        .plan
+        .report
+        .workspace
+        .clone()
         .or_else(|| std::env::current_dir().ok())
         .unwrap_or_default();
     let abs = std::path::absolute(dir).unwrap_or(dir.to_path_buf());
@@ -1048,7 +924,7 @@ async fn clean_up(ctx: &Ctx<'_>) {
         return;
     }
     ctx.state.borrow_mut().begin("cleanup");
-    let (disposition, error) = copy::cleanup(&live, ctx.keep).await;
+    let (disposition, error) = copy::cleanup(&live, ctx.plan.keep).await;
     let mut st = ctx.state.borrow_mut();
     let name = live
         .neon
@@ -1112,19 +988,9 @@ async fn finish(ctx: &Ctx<'_>) -> Result<Outcome, Error> {
         st.log.clone()
     };
     let redactor = ctx.state.borrow().redactor.clone();
-    let workspace = ctx.env("GITHUB_WORKSPACE").map(PathBuf::from);
-    let log_path = match &ctx.file.log {
-        Some(p) => ctx.loaded.resolve_path(p),
-        None => {
-            let p = PathBuf::from("flightplan-rehearsal.json");
-            match workspace {
-                Some(w) => w.join(p),
-                None => p,
-            }
-        }
-    };
-    if ctx.report.pr_comment
-        && let Some(gh) = pipeline::github_client(ctx.env, &ctx.report, false)
+    let report = &ctx.plan.report;
+    if report.pr_comment
+        && let Some(gh) = ctx.plan.github()
     {
         pipeline::comment_on_prs(
             &gh,
@@ -1136,16 +1002,15 @@ async fn finish(ctx: &Ctx<'_>) -> Result<Outcome, Error> {
         .await;
     }
     // The summary's own render is chosen by the log's command (markdown::summary).
-    pipeline::write_rehearsal(
+    pipeline::write_summary_and_log(
         &mut log,
-        ctx.loaded,
-        ctx.env,
-        &log_path,
+        report,
         crate::report::markdown::summary,
         &redactor,
     );
+    let log_path = &report.log;
     let r = log.rehearsal.clone().unwrap_or_default();
-    if let Some(out) = ctx.env("GITHUB_OUTPUT") {
+    if let Some(out) = &report.outputs {
         let kept = r
             .copy
             .as_ref()
@@ -1177,7 +1042,7 @@ async fn finish(ctx: &Ctx<'_>) -> Result<Outcome, Error> {
             .into_iter()
             .map(|(k, v)| (k, redactor.scrub(&v)))
             .collect();
-        if let Err(e) = actions::write_outputs(std::path::Path::new(&out), &outputs) {
+        if let Err(e) = actions::write_outputs(out, &outputs) {
             tracing::warn!("{}", e.message);
         }
     }

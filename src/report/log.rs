@@ -399,6 +399,108 @@ pub struct CopyRecord {
     pub cleanup_error: Option<String>,
 }
 
+/// PostgreSQL's table-level lock modes, weakest first (the derived `Ord` is their strength).
+/// Serialised as its name (`ACCESS EXCLUSIVE`), as logs have always spelled it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LockMode {
+    AccessShare,
+    RowShare,
+    RowExclusive,
+    ShareUpdateExclusive,
+    Share,
+    ShareRowExclusive,
+    Exclusive,
+    AccessExclusive,
+}
+
+impl LockMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            LockMode::AccessShare => "ACCESS SHARE",
+            LockMode::RowShare => "ROW SHARE",
+            LockMode::RowExclusive => "ROW EXCLUSIVE",
+            LockMode::ShareUpdateExclusive => "SHARE UPDATE EXCLUSIVE",
+            LockMode::Share => "SHARE",
+            LockMode::ShareRowExclusive => "SHARE ROW EXCLUSIVE",
+            LockMode::Exclusive => "EXCLUSIVE",
+            LockMode::AccessExclusive => "ACCESS EXCLUSIVE",
+        }
+    }
+
+    /// What the mode means for the running app, in a few words.
+    pub fn blocks(self) -> &'static str {
+        match self {
+            LockMode::AccessShare | LockMode::RowShare | LockMode::RowExclusive => {
+                "blocks only schema changes"
+            }
+            LockMode::ShareUpdateExclusive => "reads and writes continue",
+            LockMode::Share | LockMode::ShareRowExclusive => "blocks writes, reads continue",
+            LockMode::Exclusive => "blocks writes and row locks, plain reads continue",
+            LockMode::AccessExclusive => "blocks reads and writes",
+        }
+    }
+
+    /// The mode as `pg_locks.mode` spells it (`AccessExclusiveLock`).
+    pub fn from_pg(mode: &str) -> Option<LockMode> {
+        Some(match mode {
+            "AccessShareLock" => LockMode::AccessShare,
+            "RowShareLock" => LockMode::RowShare,
+            "RowExclusiveLock" => LockMode::RowExclusive,
+            "ShareUpdateExclusiveLock" => LockMode::ShareUpdateExclusive,
+            "ShareLock" => LockMode::Share,
+            "ShareRowExclusiveLock" => LockMode::ShareRowExclusive,
+            "ExclusiveLock" => LockMode::Exclusive,
+            "AccessExclusiveLock" => LockMode::AccessExclusive,
+            _ => return None,
+        })
+    }
+
+    /// The mode named as `name()` spells it.
+    pub fn from_name(name: &str) -> Option<LockMode> {
+        let words: Vec<String> = name
+            .split_whitespace()
+            .map(str::to_ascii_uppercase)
+            .collect();
+        LockMode::parse(&words)
+    }
+
+    /// The mode from its words (`SHARE ROW EXCLUSIVE` as `["SHARE", "ROW", "EXCLUSIVE"]`).
+    pub fn parse(words: &[String]) -> Option<LockMode> {
+        let w: Vec<&str> = words.iter().map(String::as_str).collect();
+        Some(match w.as_slice() {
+            ["ACCESS", "SHARE"] => LockMode::AccessShare,
+            ["ROW", "SHARE"] => LockMode::RowShare,
+            ["ROW", "EXCLUSIVE"] => LockMode::RowExclusive,
+            ["SHARE", "UPDATE", "EXCLUSIVE"] => LockMode::ShareUpdateExclusive,
+            ["SHARE"] => LockMode::Share,
+            ["SHARE", "ROW", "EXCLUSIVE"] => LockMode::ShareRowExclusive,
+            ["EXCLUSIVE"] => LockMode::Exclusive,
+            ["ACCESS", "EXCLUSIVE"] => LockMode::AccessExclusive,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for LockMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Serialize for LockMode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for LockMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        LockMode::from_name(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("`{name}` is not a lock mode")))
+    }
+}
+
 /// One pending file as it went on the copy.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RehearsedFile {

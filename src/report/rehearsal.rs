@@ -4,9 +4,8 @@
 
 use std::fmt::Write as _;
 
-use super::log::{DeploymentLog, Rehearsal, RehearsedFile, Verdict};
+use super::log::{DeploymentLog, LockMode, Rehearsal, RehearsedFile, Verdict};
 use super::markdown::{COMMENT_LIMIT, SUMMARY_LIMIT, cell, commit_link, duration, phases};
-use crate::rehearse::analyze::LockMode;
 
 /// Hidden marker of the rehearsal comment; distinct from the deployment log's
 /// (`markdown::COMMENT_MARKER`), so neither comment ever overwrites the other.

@@ -9,16 +9,21 @@ use crate::error::Error;
 use crate::migrate::{self, Layout};
 
 impl Sources<'_> {
+    /// The migrations directory: `--dir`, then `[migrate] dir`, then `migrations`.
+    pub fn migrations_dir(&self, a: &MigrateArgs) -> std::path::PathBuf {
+        match (&a.dir, &self.loaded.file.migrate.dir) {
+            (Some(d), _) => d.clone(),
+            (None, Some(d)) => self.loaded.resolve_path(d),
+            (None, None) => self.loaded.resolve_path(Path::new("migrations")),
+        }
+    }
+
     /// The migrate settings: flag, then environment, then `[migrate]`, then default.
     pub fn migrate(&self, a: &MigrateArgs) -> Result<migrate::Settings, Error> {
         let loaded = self.loaded;
         let f = &loaded.file.migrate;
         let url = self.database_url(a.database_url.as_deref(), "migrations")?;
-        let dir = match (&a.dir, &f.dir) {
-            (Some(d), _) => d.clone(),
-            (None, Some(d)) => loaded.resolve_path(d),
-            (None, None) => loaded.resolve_path(Path::new("migrations")),
-        };
+        let dir = self.migrations_dir(a);
         let layout = match (a.layout, &f.layout) {
             (Some(l), _) => l,
             (None, Some(name)) => Layout::parse(name).ok_or_else(|| {
