@@ -1117,7 +1117,7 @@ async fn finish(ctx: &Ctx<'_>) -> Result<Outcome, Error> {
         Some(p) => ctx.loaded.resolve_path(p),
         None => {
             let p = PathBuf::from("flightplan-rehearsal.json");
-            match workspace {
+            match &workspace {
                 Some(w) => w.join(p),
                 None => p,
             }
@@ -1171,7 +1171,10 @@ async fn finish(ctx: &Ctx<'_>) -> Result<Outcome, Error> {
                 r.failed().map(|f| f.filename.clone()).unwrap_or_default(),
             ),
             ("copy", kept),
-            ("log-path", log_path.display().to_string()),
+            (
+                "log-path",
+                crate::settings::for_later_steps(workspace.as_deref(), &log_path),
+            ),
         ];
         let outputs: Vec<(&str, String)> = outputs
             .into_iter()
