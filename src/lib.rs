@@ -11,6 +11,7 @@ pub mod deploy;
 pub mod error;
 pub mod fly;
 pub mod http;
+pub mod inputs;
 pub mod migrate;
 pub mod output;
 pub mod pipeline;
@@ -26,35 +27,31 @@ pub mod smoke;
 use cli::{Cli, Command};
 use config::Loaded;
 use error::Error;
+use inputs::Inputs;
 use output::Outcome;
 use settings::Sources;
 
-/// Runs one parsed command line. `env` is the environment lookup (injected for tests).
-pub async fn run(cli: &Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Outcome, Error> {
+/// Runs one parsed command line, the action's inputs already laid under its flags
+/// ([`Inputs::apply`]). `env` is the environment lookup (injected for tests).
+pub async fn run(
+    cli: &Cli,
+    inputs: &Inputs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Outcome, Error> {
+    // The github-token input wins over GITHUB_TOKEN, also for the commands that read the
+    // environment themselves (rehearse).
+    let token = inputs.github_token.clone();
+    let env = &|k: &str| match (&token, k) {
+        (Some(t), "GITHUB_TOKEN") => Some(t.expose().to_string()),
+        _ => env(k),
+    };
     let loaded = Loaded::load(cli.config.as_deref(), env)?;
-    let src = Sources::new(&loaded, env);
+    let src = Sources::new(&loaded, env).with_github_token(inputs.github_token.clone());
     match &cli.command {
         Command::Backup(cmd) => commands::backup(&src, cmd).await,
         Command::CheckEnv(a) => {
-            // The action's inputs (until the typed inputs of the Action land).
-            let mut a = a.clone();
-            if a.env_file.is_none() {
-                a.env_file = env("INPUT_ENV-FILE")
-                    .filter(|v| !v.trim().is_empty())
-                    .map(Into::into);
-            }
-            match env("INPUT_FLY").as_deref().map(str::trim) {
-                None | Some("" | "false") => {}
-                Some("true") => a.fly = true,
-                Some(other) => {
-                    return Err(Error::usage(format!(
-                        "INPUT_FLY is `{other}`; it must be true or false"
-                    ))
-                    .hint("set the action's `fly` input to true or false"));
-                }
-            }
             let src = src.with_env_file(a.env_file.as_deref())?;
-            commands::check_env(&src, &a).await
+            commands::check_env(&src, a).await
         }
         Command::Deploy(a) => commands::deploy(&src, a).await,
         Command::Rollback(a) => pipeline::rollback(&src, plan::rollback(&src, a)).await,

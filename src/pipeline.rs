@@ -1165,9 +1165,14 @@ pub(crate) fn write_summary_and_log(
     render: fn(&DeploymentLog) -> String,
     redactor: &Redactor,
 ) {
+    // Paths as the job's later steps see them: the runner reads them on the host, where the
+    // container's /github/workspace does not exist.
+    log.outputs.push(format!(
+        "summary {}",
+        report.for_later_steps(&report.summary)
+    ));
     log.outputs
-        .push(format!("summary {}", report.summary.display()));
-    log.outputs.push(format!("log {}", report.log.display()));
+        .push(format!("log {}", report.for_later_steps(&report.log)));
     let summary = redactor.scrub(&render(log));
     if let Some(dir) = report
         .summary
@@ -1186,8 +1191,8 @@ pub(crate) fn write_summary_and_log(
         Ok(()) => tracing::info!(
             "{} log: {} (summary: {})",
             log.command,
-            report.log.display(),
-            report.summary.display()
+            report.for_later_steps(&report.log),
+            report.for_later_steps(&report.summary)
         ),
         Err(e) => tracing::error!("cannot write the log {}: {e}", report.log.display()),
     }
@@ -1207,7 +1212,28 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     opts.mode(0o600);
     let mut f = opts.open(path)?;
     f.write_all(text.as_bytes())?;
-    f.write_all(b"\n")
+    f.write_all(b"\n")?;
+    give_to_directory_owner(path)
+}
+
+/// Run as root (a container action must be), the log would be root's and unreadable by the
+/// runner's user, whose later steps (upload-artifact) read it: give it to whoever owns the
+/// directory it is in, the workspace's owner. Still readable by its owner only.
+fn give_to_directory_owner(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let file = std::fs::metadata(path)?;
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let owner = std::fs::metadata(dir)?;
+        if file.uid() == 0 && owner.uid() != 0 {
+            std::os::unix::fs::chown(path, Some(owner.uid()), Some(owner.gid()))?;
+        }
+    }
+    Ok(())
 }
 
 fn outcome(log: &DeploymentLog) -> Outcome {

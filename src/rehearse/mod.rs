@@ -1036,7 +1036,7 @@ async fn finish(ctx: &Ctx<'_>) -> Result<Outcome, Error> {
                 r.failed().map(|f| f.filename.clone()).unwrap_or_default(),
             ),
             ("copy", kept),
-            ("log-path", log_path.display().to_string()),
+            ("log-path", report.for_later_steps(log_path)),
         ];
         let outputs: Vec<(&str, String)> = outputs
             .into_iter()

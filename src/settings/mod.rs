@@ -14,7 +14,7 @@ use std::path::Path;
 use url::Url;
 
 pub use self::preflight::CheckEnvSettings;
-pub use self::report::{GitHubTarget, ReportSettings};
+pub use self::report::{GitHubTarget, ReportSettings, for_later_steps};
 use crate::config::Loaded;
 use crate::db::DatabaseUrl;
 use crate::error::Error;

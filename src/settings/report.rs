@@ -116,11 +116,17 @@ impl Sources<'_> {
 impl ReportSettings {
     /// A path as a later step of the job sees it: relative to the workspace when inside it.
     pub fn for_later_steps(&self, p: &Path) -> String {
-        match &self.workspace {
-            Some(w) => p
-                .strip_prefix(w)
-                .map_or_else(|_| p.display().to_string(), |r| r.display().to_string()),
-            None => p.display().to_string(),
-        }
+        for_later_steps(self.workspace.as_deref(), p)
+    }
+}
+
+/// A path as a later step of the job sees it: relative to the workspace when inside it
+/// (the runner reads outputs on the host, where the container's paths do not exist).
+pub fn for_later_steps(workspace: Option<&Path>, p: &Path) -> String {
+    match workspace {
+        Some(w) => p
+            .strip_prefix(w)
+            .map_or_else(|_| p.display().to_string(), |r| r.display().to_string()),
+        None => p.display().to_string(),
     }
 }

@@ -639,6 +639,42 @@ fn action_inputs_are_read_from_input_variables() {
     );
 }
 
+/// As the action's entrypoint (no arguments): `command`, `config` and `env-file` come from
+/// the runner's INPUT_* variables, hyphenated names included, and nothing else.
+#[test]
+fn the_entrypoint_reads_config_and_env_file_inputs() {
+    let s = Scratch::new("[env.A]\nrequired = true\nsecret = true\n");
+    let file = s.write("a.env", "A=value-from-file-1234\n");
+    let config = s.config();
+    let run = flightplan(
+        &[],
+        &[
+            ("INPUT_COMMAND", "check-env"),
+            ("INPUT_ARGS", "--format json"),
+            ("INPUT_CONFIG", config.as_str()),
+            ("INPUT_ENV-FILE", file.as_str()),
+            ("INPUT_DRY-RUN", "false"),
+        ],
+    );
+    run.expect(0);
+    assert!(
+        run.check("env", "A")["source"]
+            .as_str()
+            .unwrap()
+            .ends_with("a.env:1")
+    );
+    // Without the env-file input the contract fails: the input is what fed it.
+    let run = flightplan(
+        &[],
+        &[
+            ("INPUT_COMMAND", "check-env"),
+            ("INPUT_ARGS", "--format json"),
+            ("INPUT_CONFIG", config.as_str()),
+        ],
+    );
+    run.expect(1);
+}
+
 /// The example's contract and sample, with the sample's values in the process env.
 fn sample_env() -> Vec<(String, String)> {
     sample_vars()

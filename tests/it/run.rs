@@ -78,7 +78,11 @@ fn a_successful_run_reports_everywhere_and_a_second_run_updates_the_same_comment
             .unwrap()
             .permissions()
             .mode();
-        assert_eq!(mode & 0o777, 0o600, "the log names the backup and the app: owner only");
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "the log names the backup and the app: owner only"
+        );
     }
 
     // GitHub: one sticky comment beside the human one, one deployment with its statuses.
