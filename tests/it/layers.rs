@@ -21,7 +21,12 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
                 continue;
             }
             let rel = path.strip_prefix(&src).unwrap();
-            let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
+            let first = rel
+                .components()
+                .next()
+                .unwrap()
+                .as_os_str()
+                .to_string_lossy();
             let module = first.trim_end_matches(".rs").to_string();
             if module == "main" || module == "lib" {
                 continue;
@@ -59,7 +64,14 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
 const COMMAND_LINE: &[&str] = &["cli", "inputs"];
 const RESOLUTION: &[&str] = &["config", "settings", "plan"];
 const COMMANDS: &[&str] = &["commands", "pipeline", "rehearse"];
-const PHASES: &[&str] = &["preflight", "backup", "migrate", "deploy", "smoke", "report"];
+const PHASES: &[&str] = &[
+    "preflight",
+    "backup",
+    "migrate",
+    "deploy",
+    "smoke",
+    "report",
+];
 const CLIENTS: &[&str] = &["fly", "http"];
 
 #[test]

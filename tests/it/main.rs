@@ -14,6 +14,7 @@ mod faults_migrate;
 mod faults_run;
 mod fly_edges;
 mod fuzz_regressions;
+mod layers;
 mod layouts;
 mod migrate;
 mod plan;
