@@ -75,6 +75,9 @@ pub enum MigrateCommand {
         #[arg(long)]
         retry_failed: bool,
     },
+    /// Lint the pending files with squawk's rules and flightplan's context (every file when
+    /// no database is given); no copy, no secrets needed; exit 1 when a finding is reported
+    Lint(MigrateArgs),
     /// Check that every applied migration is unchanged on disk; exit 1 if not
     Verify(MigrateArgs),
     /// Compare the database's schema with what its applied files build in a scratch

@@ -71,6 +71,7 @@ pub async fn migrate(src: &Sources<'_>, cmd: &MigrateCommand) -> Result<Outcome,
         MigrateCommand::Status(a) => migrate::status(&src.migrate(a)?).await,
         MigrateCommand::Plan(a) => migrate::plan(&src.migrate(a)?).await,
         MigrateCommand::Verify(a) => migrate::verify(&src.migrate(a)?).await,
+        MigrateCommand::Lint(a) => migrate::lint_pending(&src.migrate_lint(a)?).await,
         MigrateCommand::Apply { args, retry_failed } => {
             migrate::apply(&src.migrate(args)?, *retry_failed).await
         }

@@ -276,6 +276,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Migrate(MigrateCommand::Plan(_)) => "migrate plan",
         Command::Migrate(MigrateCommand::Apply { .. }) => "migrate apply",
         Command::Migrate(MigrateCommand::Verify(_)) => "migrate verify",
+        Command::Migrate(MigrateCommand::Lint(_)) => "migrate lint",
         Command::Migrate(MigrateCommand::Drift(_)) => "migrate drift",
         Command::Migrate(MigrateCommand::Adopt { .. }) => "migrate adopt",
         Command::Migrate(MigrateCommand::MarkApplied { .. }) => "migrate mark-applied",
@@ -299,6 +300,7 @@ fn read_only(c: &Command) -> bool {
             MigrateCommand::Status(_)
                 | MigrateCommand::Plan(_)
                 | MigrateCommand::Verify(_)
+                | MigrateCommand::Lint(_)
                 | MigrateCommand::Drift(_)
         ),
         _ => false,

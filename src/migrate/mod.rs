@@ -4,6 +4,7 @@ mod apply;
 pub mod drift;
 pub mod layout;
 pub mod ledger;
+pub mod lint;
 pub mod source;
 pub mod split;
 
@@ -419,6 +420,110 @@ pub async fn mark_applied(s: &Settings, files: &[String]) -> Result<Outcome, Err
         names.push(name);
     }
     apply::mark(s, &source, &names).await
+}
+
+/// What `migrate lint` needs: no database required.
+#[derive(Debug, Clone)]
+pub struct LintSettings {
+    pub dir: PathBuf,
+    pub layout: Layout,
+    /// The database whose ledger says what is pending; `None`: every file is linted.
+    pub database: Option<Settings>,
+    pub rules: lint::Rules,
+    /// Inside GitHub Actions: each reported finding is also a warning annotation.
+    pub annotate: bool,
+}
+
+/// `migrate lint`: squawk's rules on the pending files (every file without a database);
+/// exit 1 when a finding is reported.
+pub async fn lint_pending(s: &LintSettings) -> Result<Outcome, Error> {
+    let source = s.layout.discover(&s.dir)?;
+    for w in &source.warnings {
+        tracing::warn!("{w}");
+    }
+    let (names, scope) = match &s.database {
+        Some(db) => {
+            let ledger = read_only(db).await?;
+            let st = Status::of(&source, &ledger);
+            let scope = format!("pending: not in {}", db.table);
+            (st.pending_names, scope)
+        }
+        None => {
+            tracing::info!(
+                "no DATABASE_URL: linting every file in {} (set it to lint only the pending ones)",
+                s.dir.display()
+            );
+            let names = source
+                .migrations
+                .iter()
+                .map(|m| m.filename.clone())
+                .collect();
+            (names, "all files: no DATABASE_URL".to_string())
+        }
+    };
+    let paths: Vec<(String, &Migration)> = names
+        .iter()
+        .filter_map(|n| source.get(n))
+        .map(|m| (m.path.display().to_string(), m))
+        .collect();
+    let files: Vec<lint::LintFile<'_>> = paths
+        .iter()
+        .map(|(path, m)| lint::LintFile {
+            filename: &m.filename,
+            path,
+            sql: &m.sql,
+            transaction: !m.no_transaction,
+        })
+        .collect();
+    let ctx = lint::Context {
+        rules: s.rules.clone(),
+        rows: None,
+        large_table_rows: 0,
+    };
+    let report = lint::lint(&files, &ctx);
+    for u in &report.unparsed {
+        tracing::warn!(
+            file = u.path.as_str(),
+            line = u.line,
+            "{}:{}:{}: squawk could not parse this ({}); its rules may miss statements here",
+            u.path,
+            u.line,
+            u.column,
+            u.message
+        );
+    }
+    if s.annotate {
+        let mut err = std::io::stderr().lock();
+        for f in report.reported() {
+            let _ = std::io::Write::write_all(
+                &mut err,
+                format!(
+                    "{}\n",
+                    crate::output::workflow_command(
+                        "warning",
+                        Some(&f.path),
+                        Some(f.line),
+                        Some(f.column),
+                        &format!("{}: {}", f.rule, f.message)
+                    )
+                )
+                .as_bytes(),
+            );
+        }
+    }
+    let text = lint::render(&report, files.len(), &scope);
+    let mut json = serde_json::Map::new();
+    json.insert("scope".into(), json!(scope));
+    json.insert("squawk".into(), json!(lint::SQUAWK_VERSION));
+    json.insert("dir".into(), json!(s.dir.display().to_string()));
+    json.insert(
+        "files".into(),
+        json!(files.iter().map(|f| f.filename).collect::<Vec<_>>()),
+    );
+    json.insert("rules".into(), json!(s.rules.enabled()));
+    json.insert("findings".into(), json!(report.findings));
+    json.insert("unparsed".into(), json!(report.unparsed));
+    Ok(Outcome::new(report.reported().next().is_none(), json, text))
 }
 
 /// Reads the directory the layout's way and reports what deserves a warning.

@@ -18,21 +18,26 @@ impl Sources<'_> {
         }
     }
 
+    /// The layout: `--layout`, then `[migrate] layout`, then flat.
+    pub fn layout(&self, a: &MigrateArgs) -> Result<Layout, Error> {
+        Ok(match (a.layout, &self.loaded.file.migrate.layout) {
+            (Some(l), _) => l,
+            (None, Some(name)) => Layout::parse(name).ok_or_else(|| {
+                Error::usage(format!("[migrate] layout = \"{name}\" is not a known layout"))
+                    .file(self.loaded.describe("[migrate] layout"))
+                    .hint("use \"flat\" (every *.sql file in byte order of name, _migrations), \"drizzle\" (drizzle-kit's meta/_journal.json, drizzle.__drizzle_migrations) or \"sqlx\" (<version>_<description>.sql, _sqlx_migrations); see docs/layouts.md")
+            })?,
+            (None, None) => Layout::Flat,
+        })
+    }
+
     /// The migrate settings: flag, then environment, then `[migrate]`, then default.
     pub fn migrate(&self, a: &MigrateArgs) -> Result<migrate::Settings, Error> {
         let loaded = self.loaded;
         let f = &loaded.file.migrate;
         let url = self.database_url(a.database_url.as_deref(), "migrations")?;
         let dir = self.migrations_dir(a);
-        let layout = match (a.layout, &f.layout) {
-            (Some(l), _) => l,
-            (None, Some(name)) => Layout::parse(name).ok_or_else(|| {
-                Error::usage(format!("[migrate] layout = \"{name}\" is not a known layout"))
-                    .file(loaded.describe("[migrate] layout"))
-                    .hint("use \"flat\" (every *.sql file in byte order of name, _migrations), \"drizzle\" (drizzle-kit's meta/_journal.json, drizzle.__drizzle_migrations) or \"sqlx\" (<version>_<description>.sql, _sqlx_migrations); see docs/layouts.md")
-            })?,
-            (None, None) => Layout::Flat,
-        };
+        let layout = self.layout(a)?;
         let table = a
             .table
             .clone()

@@ -4,6 +4,7 @@
 
 mod backup;
 mod deploy;
+mod lint;
 mod migrate;
 mod preflight;
 mod report;
