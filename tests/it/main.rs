@@ -16,6 +16,7 @@ mod fly_edges;
 mod fuzz_regressions;
 mod layers;
 mod layouts;
+mod lint;
 mod migrate;
 mod plan;
 mod rehearse;
