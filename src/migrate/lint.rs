@@ -50,16 +50,16 @@ pub const STYLE: &[(&str, &str)] = &[
     ),
 ];
 
-/// Rules flightplan's engine makes moot: every transactional file runs with `SET LOCAL
-/// lock_timeout` and `statement_timeout` from `[migrate]`.
+/// Rules flightplan's engine makes moot: every file runs with `lock_timeout` and
+/// `statement_timeout` from `[migrate]` (`SET LOCAL`, or `SET` for a `-- no-transaction` file).
 const SET_BY_FLIGHTPLAN: &[(&str, &str)] = &[
     (
         "require-lock-timeout",
-        "flightplan runs every file with SET LOCAL lock_timeout ([migrate] lock_timeout, default 5s)",
+        "flightplan runs every file with SET LOCAL lock_timeout ([migrate] lock_timeout, default 5s; a -- no-transaction file with SET lock_timeout on its session)",
     ),
     (
         "require-statement-timeout",
-        "flightplan runs every file with SET LOCAL statement_timeout ([migrate] statement_timeout; 0 leaves the server's)",
+        "flightplan runs every file with SET LOCAL statement_timeout ([migrate] statement_timeout; 0 leaves the server's; a -- no-transaction file with SET on its session)",
     ),
 ];
 
