@@ -51,6 +51,18 @@ pub(super) async fn run(
     source: &Source,
     retry_failed: bool,
 ) -> Result<Outcome, Error> {
+    run_observing(s, source, retry_failed, None).await
+}
+
+/// `observe`: a query run inside each transactional file's transaction just before its
+/// commit (see [`super::apply_observing`]); `None` for `migrate apply` itself, which then
+/// sends exactly what it always did.
+pub(super) async fn run_observing(
+    s: &Settings,
+    source: &Source,
+    retry_failed: bool,
+    observe: Option<&str>,
+) -> Result<Outcome, Error> {
     let started = Instant::now();
     let mut conn = s.url.connect(s.connect_timeout).await?;
     // Fast path: one read, no lock. Rows are only ever added, so "everything is applied"
@@ -92,7 +104,7 @@ pub(super) async fn run(
 
     let key = lock_key(&s.table);
     acquire_lock(&mut conn, key, s.lock_wait).await?;
-    let result = locked(s, source, retry_failed, &mut conn, key, ledger).await;
+    let result = locked(s, source, retry_failed, observe, &mut conn, key, ledger).await;
     match result {
         Ok(out) => {
             close(conn).await;
@@ -112,6 +124,7 @@ async fn locked(
     s: &Settings,
     source: &Source,
     retry_failed: bool,
+    observe: Option<&str>,
     conn: &mut PgConnection,
     key: i64,
     before: Ledger,
@@ -194,6 +207,7 @@ async fn locked(
         s,
         t,
         retry: &retry,
+        observe,
     };
     let mut i = 0;
     while i < todo.len() {
@@ -312,6 +326,18 @@ struct Ctx<'a> {
     s: &'a Settings,
     t: &'a str,
     retry: &'a [String],
+    /// Run before each transactional file's ledger row and COMMIT; its `'fp:observe', text`
+    /// row is attached to that file's entry as `observed`.
+    observe: Option<&'a str>,
+}
+
+/// The entry of an applied file in `applied`; `observed` only when something was observed.
+fn applied_entry(name: &str, ms: i64, observed: Option<&str>) -> Value {
+    let mut v = json!({ "filename": name, "duration_ms": ms, "transaction": true });
+    if let Some(o) = observed {
+        v["observed"] = serde_json::from_str(o).unwrap_or_else(|_| Value::String(o.into()));
+    }
+    v
 }
 
 impl Ctx<'_> {
@@ -362,12 +388,18 @@ async fn run_batch(
         let unlock_now = if end == files.len() { unlock } else { None };
         let (sql, segments) = build_batch(ctx, &files[from..end], unlock_now);
         let mut committed_rows = Vec::new();
+        // What the observer saw in a file's transaction, and which file it belongs to:
+        // its row comes just before that file's `fp:applied` row.
+        let mut observed: Vec<(String, String)> = Vec::new();
+        let mut seen: Option<String> = None;
         let mut stream = sqlx::raw_sql(AssertSqlSafe(sql)).fetch_many(&mut *conn);
         let mut failure = None;
         loop {
             match stream.try_next().await {
                 Ok(Some(Either::Right(row))) => {
-                    if row.try_get::<String, _>(0).is_ok_and(|t| t == "fp:applied") {
+                    if row.try_get::<String, _>(0).is_ok_and(|t| t == "fp:observe") {
+                        seen = row.try_get::<String, _>(1).ok();
+                    } else if row.try_get::<String, _>(0).is_ok_and(|t| t == "fp:applied") {
                         let key: String = row.try_get(1).unwrap_or_default();
                         let ms: String = row.try_get(2).unwrap_or_default();
                         // The row names the file by its key; report it by its file name.
@@ -375,6 +407,9 @@ async fn run_batch(
                             .iter()
                             .find(|m| m.key.to_string() == key)
                             .map_or(key, |m| m.filename.clone());
+                        if let Some(o) = seen.take() {
+                            observed.push((name.clone(), o));
+                        }
                         committed_rows.push((name, ms.parse::<i64>().unwrap_or(0)));
                     }
                 }
@@ -387,10 +422,16 @@ async fn run_batch(
             }
         }
         drop(stream);
+        let observed_of = |name: &str| {
+            observed
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, o)| o.as_str())
+        };
         let Some(err) = failure else {
-            for (name, ms) in committed_rows {
+            for (name, ms) in &committed_rows {
                 progress!(ctx.s, "applied {name} ({ms} ms)");
-                done.push(json!({ "filename": name, "duration_ms": ms, "transaction": true }));
+                done.push(applied_entry(name, *ms, observed_of(name)));
             }
             return deferred.map_or(Ok(()), Err);
         };
@@ -422,7 +463,7 @@ async fn run_batch(
         let committed = committed_of(ctx, conn, &files[from..end]).await?;
         for (name, ms) in committed_rows.iter().filter(|(n, _)| committed.contains(n)) {
             progress!(ctx.s, "applied {name} ({ms} ms)");
-            done.push(json!({ "filename": name, "duration_ms": ms, "transaction": true }));
+            done.push(applied_entry(name, *ms, observed_of(name)));
         }
         let failed_at = from
             + files[from..end]
@@ -630,7 +671,8 @@ fn build_batch(ctx: &Ctx<'_>, files: &[&Migration], unlock: Option<i64>) -> (Str
         push(
             &mut sql,
             &format!(
-                "\n;\n{}COMMIT;\n",
+                "\n;\n{}{}COMMIT;\n",
+                ctx.observe.unwrap_or(""),
                 ctx.s
                     .layout
                     .insert_committed_sql(ctx.t, m, &ctx.s.applied_by)
@@ -702,6 +744,7 @@ async fn run_large(
             failure = Some((e, 0));
         }
         let mut ms = 0i64;
+        let mut observed: Option<String> = None;
         if failure.is_none() {
             for (k, range) in pieces.iter().enumerate() {
                 let mut text = m.sql[range.clone()].to_string();
@@ -717,7 +760,8 @@ async fn run_large(
         }
         if failure.is_none() {
             let mut end = format!(
-                "{}COMMIT;\n",
+                "{}{}COMMIT;\n",
+                ctx.observe.unwrap_or(""),
                 ctx.s
                     .layout
                     .insert_committed_sql(ctx.t, m, &ctx.s.applied_by)
@@ -729,7 +773,9 @@ async fn run_large(
             loop {
                 match stream.try_next().await {
                     Ok(Some(Either::Right(row))) => {
-                        if row.try_get::<String, _>(0).is_ok_and(|t| t == "fp:applied") {
+                        if row.try_get::<String, _>(0).is_ok_and(|t| t == "fp:observe") {
+                            observed = row.try_get::<String, _>(1).ok();
+                        } else if row.try_get::<String, _>(0).is_ok_and(|t| t == "fp:applied") {
                             let v: String = row.try_get(2).unwrap_or_default();
                             ms = v.parse().unwrap_or(0);
                         }
@@ -745,7 +791,7 @@ async fn run_large(
         }
         let Some((err, offset)) = failure else {
             progress!(ctx.s, "applied {} ({ms} ms)", m.filename);
-            done.push(json!({ "filename": m.filename, "duration_ms": ms, "transaction": true }));
+            done.push(applied_entry(&m.filename, ms, observed.as_deref()));
             return Ok(());
         };
         if err.as_database_error().is_none() {
@@ -754,7 +800,7 @@ async fn run_large(
         let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
         if !committed_of(ctx, conn, &[m]).await?.is_empty() {
             // The COMMIT went through and only what followed it failed.
-            done.push(json!({ "filename": m.filename, "duration_ms": ms, "transaction": true }));
+            done.push(applied_entry(&m.filename, ms, observed.as_deref()));
             return Ok(());
         }
         let db = err
@@ -1246,6 +1292,7 @@ mod tests {
             s: &s,
             t: "\"_migrations\"",
             retry: &[],
+            observe: None,
         };
         let files = [&a, &b];
         let (sql, segs) = build_batch(&ctx, &files, Some(7));

@@ -370,6 +370,23 @@ pub async fn verify(s: &Settings) -> Result<Outcome, Error> {
 
 /// `migrate apply`.
 pub async fn apply(s: &Settings, retry_failed: bool) -> Result<Outcome, Error> {
+    apply_with(s, retry_failed, None).await
+}
+
+/// `migrate apply` with `observe`, a query run inside every transactional file's own
+/// transaction just before its ledger row and COMMIT (so it sees everything the file holds,
+/// e.g. its locks in `pg_locks`). It must return one row `'fp:observe', <JSON text>`; that
+/// JSON is the file's `observed` in `applied`. Used by `rehearse` on a copy; production's
+/// `apply` sends no such query.
+pub async fn apply_observing(s: &Settings, observe: &str) -> Result<Outcome, Error> {
+    apply_with(s, false, Some(observe)).await
+}
+
+async fn apply_with(
+    s: &Settings,
+    retry_failed: bool,
+    observe: Option<&str>,
+) -> Result<Outcome, Error> {
     let source = load(s)?;
     for name in &source.ignored {
         let why = match s.layout {
@@ -382,7 +399,7 @@ pub async fn apply(s: &Settings, retry_failed: bool) -> Result<Outcome, Error> {
         };
         tracing::info!("ignoring {name} ({why})");
     }
-    apply::run(s, &source, retry_failed).await
+    apply::run_observing(s, &source, retry_failed, observe).await
 }
 
 /// `migrate drift`.

@@ -4,7 +4,9 @@
 //! in every outcome, SIGTERM and SIGINT included.
 
 pub mod analyze;
+pub mod compat;
 pub mod copy;
+pub mod observe;
 pub mod plan;
 
 use std::cell::RefCell;
@@ -31,8 +33,8 @@ use crate::pipeline::{self, Recorder};
 use crate::plan::Problems;
 use crate::redact::Redactor;
 use crate::report::log::{
-    DeploymentLog, DriftRecord, FileError, LockRecord, Rehearsal, RehearsalWarning, RehearsedFile,
-    Status, StepStatus, TableRows, Verdict,
+    CompatRecord, DeploymentLog, DriftRecord, FileError, LockRecord, Rehearsal, RehearsalWarning,
+    RehearsedFile, Status, StepStatus, TableRows, Verdict,
 };
 use crate::report::{actions, rehearsal as render};
 use crate::settings::Sources;
@@ -300,14 +302,31 @@ async fn rehearse(ctx: &Ctx<'_>) {
         }
     };
     let copy_pending = copy_pending(&copy_settings).await;
+    // The relations before the change set, to name what each file's transaction locks.
+    let catalog = match observe::catalog(&copy_settings).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            note(
+                ctx,
+                format!(
+                    "the copy's relations could not be read ({}); locks are derived from the SQL, not observed",
+                    e.message
+                ),
+            );
+            None
+        }
+    };
     tracing::info!(
         "applying {} pending file(s) on the copy (production is not written)",
         pending.len()
     );
     let t0 = Instant::now();
-    let applied = migrate::apply(&copy_settings, false).await;
+    let applied = match &catalog {
+        Some(_) => migrate::apply_observing(&copy_settings, observe::OBSERVE_SQL).await,
+        None => migrate::apply(&copy_settings, false).await,
+    };
     let elapsed = t0.elapsed().as_millis() as i64;
-    let failed = record_apply(ctx, &analyses, &facts, applied, elapsed);
+    let failed = record_apply(ctx, &analyses, &facts, catalog.as_ref(), applied, elapsed);
     if let Some(cp) = copy_pending
         && cp != pending
     {
@@ -586,8 +605,21 @@ fn describe(
     // Objects created by an earlier file of the change set, or by this one: no running
     // code uses them yet, so their locks block nobody.
     let mut created: HashSet<String> = HashSet::new();
+    // The same, with functions, in statement order: what the running version cannot use yet.
+    let mut compat_created: HashSet<String> = HashSet::new();
     let mut out = Vec::new();
     for (m, a) in analyses {
+        let compat: Vec<CompatRecord> = compat::classify(m, &mut compat_created)
+            .into_iter()
+            .map(|b| CompatRecord {
+                kind: b.kind.id().into(),
+                line: b.line,
+                object: b.object,
+                message: b.message,
+                advice: b.kind.advice().into(),
+            })
+            .collect();
+        compat_created.extend(a.created.iter().cloned());
         created.extend(a.created.iter().cloned());
         let mut locks: Vec<&analyze::Lock> = a
             .locks
@@ -634,7 +666,9 @@ fn describe(
                 } else {
                     l.relation.to_string()
                 },
-                line: l.line,
+                line: Some(l.line),
+                created: false,
+                renamed_to: None,
             })
             .collect();
         records.dedup();
@@ -655,10 +689,12 @@ fn describe(
             filename: m.filename.clone(),
             status: "pending".into(),
             transaction: !m.no_transaction,
+            lock_source: "derived".into(),
             locks: records,
             strongest_lock,
             tables,
             warnings,
+            compat,
             ..Default::default()
         });
     }
@@ -773,24 +809,50 @@ fn annotate(ctx: &Ctx<'_>, r: &Rehearsal) {
     }
 }
 
+/// Replaces a file's derived locks with what its transaction held on the copy.
+fn use_observed(f: &mut RehearsedFile, seen: &Value, catalog: &observe::Catalog, facts: &Facts) {
+    let locks = observe::strongest_per_relation(seen, catalog);
+    f.lock_source = "observed".into();
+    f.strongest_lock = observe::strongest(&locks);
+    f.locks = observe::records(&locks);
+    f.tables = locks
+        .iter()
+        .filter(|l| !l.created)
+        .filter_map(|l| {
+            let table = l.table.as_ref()?;
+            let rows = facts.rows.get(table.as_str()).copied().or(l.rows)?;
+            Some(TableRows {
+                table: l.relation.clone(),
+                rows,
+            })
+        })
+        .collect();
+}
+
 /// Records what `migrate apply` did on the copy; returns true when the rehearsal failed.
 fn record_apply(
     ctx: &Ctx<'_>,
     analyses: &[(&Migration, FileAnalysis)],
     facts: &Facts,
+    catalog: Option<&observe::Catalog>,
     applied: Result<Outcome, Error>,
     elapsed_ms: i64,
 ) -> bool {
     let mut files = describe(analyses, Some(facts), ctx.plan.file.large_table_rows);
-    let (ok, json, err) = split(applied);
+    let (ok, mut json, err) = split(applied);
     let mut sum = 0i64;
-    for a in json["applied"].as_array().into_iter().flatten() {
-        let name = a["filename"].as_str().unwrap_or_default();
+    for a in json["applied"].as_array_mut().into_iter().flatten() {
+        let name = a["filename"].as_str().unwrap_or_default().to_string();
         let ms = a["duration_ms"].as_i64().unwrap_or(0);
         sum += ms;
+        // The observation is the rehearsal's, not the step's details.
+        let observed = a.as_object_mut().and_then(|o| o.remove("observed"));
         if let Some(f) = files.iter_mut().find(|f| f.filename == name) {
             f.status = "applied".into();
             f.duration_ms = Some(ms);
+            if let (Some(seen), Some(cat)) = (observed, catalog) {
+                use_observed(f, &seen, cat, facts);
+            }
         }
     }
     // Which pending file the error is about: its path names it.

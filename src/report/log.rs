@@ -501,6 +501,10 @@ impl<'de> Deserialize<'de> for LockMode {
     }
 }
 
+fn derived() -> String {
+    "derived".into()
+}
+
 /// One pending file as it went on the copy.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RehearsedFile {
@@ -513,7 +517,15 @@ pub struct RehearsedFile {
     /// file, the time until it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<i64>,
-    /// Every table-level lock it takes on a table that existed before the change set.
+    /// Where `locks` comes from: `observed` (pg_locks inside the file's transaction on the
+    /// copy, just before its commit: the strongest mode per relation, relations created in
+    /// the change set included and marked) or `derived` (from the SQL's statement kinds,
+    /// for `-- no-transaction` files, a failed file and unrehearsed plans). Logs written
+    /// before observation existed have `derived` locks.
+    #[serde(default = "derived")]
+    pub lock_source: String,
+    /// Observed: every relation the file's transaction held a lock on. Derived: every
+    /// table-level lock each statement takes on a relation that existed before the change set.
     #[serde(default)]
     pub locks: Vec<LockRecord>,
     /// The strongest of them: `ACCESS EXCLUSIVE on users`.
@@ -524,8 +536,27 @@ pub struct RehearsedFile {
     pub tables: Vec<TableRows>,
     #[serde(default)]
     pub warnings: Vec<RehearsalWarning>,
+    /// Changes that can break the version still serving while the migration runs ahead of
+    /// the deploy (a class of its own in the verdict).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compat: Vec<CompatRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<FileError>,
+}
+
+/// A change the running version may not survive, and the two-step way to make it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompatRecord {
+    /// `drop_column`, `rename_column`, `drop_table`, `rename_table`, `drop_view`,
+    /// `rename_view`, `drop_function`, `rename_function`, `column_type`,
+    /// `not_null_without_default`, `new_constraint`.
+    pub kind: String,
+    pub line: u32,
+    /// `users.phone`, `users`, …
+    pub object: String,
+    pub message: String,
+    /// Expand, deploy, then contract.
+    pub advice: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -533,7 +564,16 @@ pub struct LockRecord {
     /// `ACCESS EXCLUSIVE`, `SHARE`, …
     pub mode: String,
     pub relation: String,
-    pub line: u32,
+    /// The statement's line, for a lock derived from the SQL; observed locks are the
+    /// file's as a whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// The relation was created in this change set: nobody uses it yet.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub created: bool,
+    /// Its name after the file, when the change set renamed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renamed_to: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -601,6 +641,11 @@ pub struct Rehearsal {
 impl Rehearsal {
     pub fn warnings(&self) -> usize {
         self.files.iter().map(|f| f.warnings.len()).sum()
+    }
+
+    /// Changes that can break the version still serving.
+    pub fn breaking(&self) -> usize {
+        self.files.iter().map(|f| f.compat.len()).sum()
     }
 
     /// The file that failed, if one did.

@@ -35,8 +35,22 @@ fn location(f: &RehearsedFile) -> String {
     }
 }
 
-/// The sentence a reviewer reads first.
+/// The sentence a reviewer reads first, with the backward-compatibility class after it.
 pub fn verdict_sentence(r: &Rehearsal) -> String {
+    let mut s = outcome_sentence(r);
+    match r.breaking() {
+        0 => {}
+        1 => s.push_str(
+            " **1 change can break the version still serving** while the migration runs ahead of the deploy: see Backward compatibility.",
+        ),
+        n => s.push_str(&format!(
+            " **{n} changes can break the version still serving** while the migration runs ahead of the deploy: see Backward compatibility."
+        )),
+    }
+    s
+}
+
+fn outcome_sentence(r: &Rehearsal) -> String {
     let n = r.files.len();
     let copy = r
         .copy
@@ -172,10 +186,13 @@ fn files(r: &Rehearsal, out: &mut String, limit: usize) {
         out.push_str("| # | File | Transaction | Strongest lock |\n|---|---|---|---|\n");
     }
     for (i, f) in r.files.iter().enumerate().take(limit) {
-        let lock = f
+        let mut lock = f
             .strongest_lock
             .clone()
             .unwrap_or_else(|| "none on existing tables".into());
+        if rehearsed && f.lock_source != "observed" {
+            lock.push_str(" (derived)");
+        }
         if !rehearsed {
             let _ = writeln!(
                 out,
@@ -241,6 +258,100 @@ fn files(r: &Rehearsal, out: &mut String, limit: usize) {
             .collect();
         let _ = writeln!(out, "<sub>{}.</sub>\n", legend.join("; "));
     }
+    if rehearsed
+        && r.files
+            .iter()
+            .any(|f| f.status != "not_run" && f.lock_source != "observed")
+    {
+        out.push_str(
+            "<sub>(derived): derived from the SQL, not observed: a `-- no-transaction` file runs each statement on its own, \
+             holding its lock only for that statement, and a failed file's transaction never reached its commit.</sub>\n\n",
+        );
+    }
+}
+
+/// Every lock per relation, per file: observed ones as `pg_locks` showed them, relations
+/// created in the change set marked as such.
+fn locks(r: &Rehearsal, out: &mut String, folded: bool) {
+    let any = r
+        .files
+        .iter()
+        .any(|f| f.status != "not_run" && !f.locks.is_empty());
+    if !any {
+        return;
+    }
+    if folded {
+        out.push_str("<details><summary>Locks per table</summary>\n\n");
+    } else {
+        out.push_str("### Locks per table\n\n");
+    }
+    for f in r.files.iter().filter(|f| f.status != "not_run") {
+        if f.locks.is_empty() {
+            continue;
+        }
+        let how = if f.lock_source == "observed" {
+            "observed in pg_locks before its commit"
+        } else {
+            "derived from the SQL, not observed"
+        };
+        let mut existing: Vec<String> = Vec::new();
+        let mut created: Vec<String> = Vec::new();
+        for l in &f.locks {
+            let mut name = l.relation.clone();
+            if let Some(to) = &l.renamed_to {
+                name.push_str(&format!(" (renamed to {to})"));
+            }
+            let item = format!("{} on {name}", l.mode);
+            let list = if l.created {
+                &mut created
+            } else {
+                &mut existing
+            };
+            if !list.contains(&item) {
+                list.push(item);
+            }
+        }
+        let _ = writeln!(out, "- `{}` ({how}):", cell(&f.filename));
+        if !existing.is_empty() {
+            let _ = writeln!(out, "  - {}", existing.join("; "));
+        }
+        if !created.is_empty() {
+            let _ = writeln!(
+                out,
+                "  - created in this change set (harmless, nobody uses them yet): {}",
+                created.join("; ")
+            );
+        }
+    }
+    out.push('\n');
+    if folded {
+        out.push_str("</details>\n\n");
+    }
+}
+
+/// What can break the version still serving, and the two-step way for each.
+fn compatibility(r: &Rehearsal, out: &mut String) {
+    let n = r.breaking();
+    if n == 0 {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "### Backward compatibility ({n})\n\n\
+         Migrations run before the new image rolls out: for minutes, the version serving now runs against the new \
+         schema. These changes can break it. Make each in two steps: **expand** (a change both versions work with), \
+         deploy, then **contract** in a later migration.\n"
+    );
+    for f in &r.files {
+        for c in &f.compat {
+            let _ = writeln!(
+                out,
+                "- `{}:{}`: {}.\n  - Two steps: {}.",
+                f.filename, c.line, c.message, c.advice
+            );
+        }
+    }
+    out.push('\n');
 }
 
 fn failure(r: &Rehearsal, out: &mut String) {
@@ -357,17 +468,23 @@ fn footer(r: Option<&Rehearsal>, out: &mut String) {
             "Rehearsed by flightplan on a short-lived copy of production; production was only read"
         }
     };
-    let _ = writeln!(
-        out,
-        "<sub>{what}. Locks are derived from each statement's kind (PostgreSQL's documented lock per \
-         command), on tables that exist before these files.</sub>"
-    );
+    let locks = if r.is_some_and(|r| r.files.iter().any(|f| f.lock_source == "observed")) {
+        "Locks are observed: read from pg_locks inside each file's transaction on the copy, just before its commit \
+         (all are held until then), the strongest per relation; (derived) ones come from each statement's kind"
+    } else {
+        "Locks are derived from each statement's kind (PostgreSQL's documented lock per command), on tables that \
+         exist before these files"
+    };
+    let _ = writeln!(out, "<sub>{what}. {locks}.</sub>");
 }
 
 fn body(log: &DeploymentLog, r: &Rehearsal, out: &mut String, limit: usize) {
     header(log, r, out);
     failure(r, out);
     files(r, out, limit);
+    compatibility(r, out);
+    // The comment folds the per-table detail; the summary shows it open.
+    locks(r, out, limit != usize::MAX);
     warnings(r, out);
     changed(r, out);
     drift(r, out);
@@ -437,7 +554,7 @@ pub fn text(log: &DeploymentLog) -> String {
     let mut t = format!(
         "Rehearsal {}: {}\n",
         r.verdict.label(),
-        verdict_sentence(r).replace('`', "")
+        verdict_sentence(r).replace('`', "").replace("**", "")
     );
     let width = r.files.iter().map(|f| f.filename.len()).max().unwrap_or(0);
     for f in &r.files {
@@ -461,6 +578,13 @@ pub fn text(log: &DeploymentLog) -> String {
         }
         for w in &f.warnings {
             let _ = writeln!(t, "  warning  {}:{}: {}", f.filename, w.line, w.message);
+        }
+        for c in &f.compat {
+            let _ = writeln!(
+                t,
+                "  breaks the running version  {}:{}: {}; two steps: {}",
+                f.filename, c.line, c.message, c.advice
+            );
         }
     }
     for f in &r.changed_files {
@@ -516,11 +640,23 @@ mod tests {
     }
 
     fn applied(name: &str, ms: i64, lock: &str, rows: i64) -> RehearsedFile {
+        let (mode, on) = lock.split_once(" on ").unwrap();
         RehearsedFile {
             filename: name.into(),
             status: "applied".into(),
             transaction: true,
             duration_ms: Some(ms),
+            lock_source: "observed".into(),
+            locks: on
+                .split(", ")
+                .map(|rel| LockRecord {
+                    mode: mode.into(),
+                    relation: rel.into(),
+                    line: None,
+                    created: false,
+                    renamed_to: None,
+                })
+                .collect(),
             strongest_lock: Some(lock.into()),
             tables: vec![TableRows {
                 table: lock.rsplit(' ').next().unwrap().into(),
@@ -551,6 +687,9 @@ mod tests {
             120_000,
         );
         failed.status = "failed".into();
+        // A failed file's transaction never reached its commit: derived.
+        failed.lock_source = "derived".into();
+        failed.locks[0].line = Some(3);
         failed.warnings.push(RehearsalWarning {
             kind: "set_not_null_without_check".into(),
             line: 3,
@@ -564,17 +703,28 @@ mod tests {
             code: Some("23502".into()),
             hint: Some("existing rows violate the change: fix the data in an earlier migration, then re-run".into()),
         });
+        let mut notes = applied(
+            "020_add_agent_notes.sql",
+            12,
+            "SHARE ROW EXCLUSIVE on users, merchant_applications",
+            120_000,
+        );
+        notes.locks.insert(
+            0,
+            LockRecord {
+                mode: "ACCESS EXCLUSIVE".into(),
+                relation: "agent_notes".into(),
+                line: None,
+                created: true,
+                renamed_to: None,
+            },
+        );
         log.rehearsal = Some(Rehearsal {
             verdict: Verdict::Fail,
             reason: "021_require_phone.sql failed".into(),
             copy: Some(copy("deleted")),
             files: vec![
-                applied(
-                    "020_add_agent_notes.sql",
-                    12,
-                    "SHARE ROW EXCLUSIVE on users, merchant_applications",
-                    120_000,
-                ),
+                notes,
                 failed,
                 RehearsedFile {
                     filename: "022_later.sql".into(),
@@ -612,6 +762,49 @@ mod tests {
             line: 2,
             message: "CREATE INDEX on users (120,000 rows) without CONCURRENTLY blocks writes to users while it builds".into(),
         });
+        let mut rename = applied(
+            "022_rename_invites.sql",
+            8,
+            "ACCESS EXCLUSIVE on invitation_codes",
+            310,
+        );
+        rename.locks[0].renamed_to = Some("invites".into());
+        rename.compat.push(CompatRecord {
+            kind: "rename_table".into(),
+            line: 1,
+            object: "invitation_codes".into(),
+            message: "renames table invitation_codes to invites: the running version still uses the old name, and its queries fail".into(),
+            advice: "expand: rename it and, in the same migration, `CREATE VIEW old_name AS SELECT * FROM new_name` (a simple view is updatable), then deploy code that uses the new name; contract: drop the view in a later migration".into(),
+        });
+        let mut drop = applied(
+            "023_drop_phone.sql",
+            5,
+            "ACCESS EXCLUSIVE on users",
+            120_000,
+        );
+        drop.compat.push(CompatRecord {
+            kind: "drop_column".into(),
+            line: 2,
+            object: "users.phone".into(),
+            message: "drops column users.phone: the running version's queries that name it fail (column does not exist)".into(),
+            advice: "contract only, one release later: first deploy code that no longer reads or writes the column (remove it from the ORM's schema too), then drop it in a later migration".into(),
+        });
+        let concurrent = RehearsedFile {
+            filename: "024_index_concurrently.sql".into(),
+            status: "applied".into(),
+            transaction: false,
+            duration_ms: Some(2_300),
+            lock_source: "derived".into(),
+            locks: vec![LockRecord {
+                mode: "SHARE UPDATE EXCLUSIVE".into(),
+                relation: "users".into(),
+                line: Some(2),
+                created: false,
+                renamed_to: None,
+            }],
+            strongest_lock: Some("SHARE UPDATE EXCLUSIVE on users".into()),
+            ..Default::default()
+        };
         log.rehearsal = Some(Rehearsal {
             verdict: Verdict::Pass,
             copy: Some(copy("deleted")),
@@ -623,6 +816,9 @@ mod tests {
                     4_210,
                 ),
                 index,
+                rename,
+                drop,
+                concurrent,
             ],
             drift: Some(Vec::new()),
             large_table_rows: 100_000,
