@@ -260,7 +260,7 @@ fn a_passing_rehearsal_reports_timings_locks_and_warnings_and_deletes_the_branch
     }
     assert_eq!(
         file(&json, "020_add_agent_notes.sql")["strongest_lock"],
-        "SHARE ROW EXCLUSIVE on users, merchant_applications"
+        "SHARE ROW EXCLUSIVE on merchant_applications, users"
     );
     assert_eq!(
         file(&json, "020_add_current_step.sql")["strongest_lock"],
@@ -735,4 +735,230 @@ fn a_fork_without_secrets_gets_a_plan_only_comment_instead_of_a_failure() {
         .env_remove("GITHUB_EVENT_PATH");
     Run::from(cmd.output().unwrap()).expect(2);
     assert_no_secrets(&w.everything(&[&plan_only, &unreadable]));
+}
+
+/// The strongest lock per existing relation each file's transaction holds, straight from
+/// `pg_locks` on an independent copy of production (the files run in order, each in its own
+/// transaction), named as before the change set and labelled as the report labels kinds.
+fn pg_locks_truth(template: &str, files: &[(&str, &str)]) -> Vec<Vec<(String, String)>> {
+    let name = format!("{template}_truth");
+    db::query_url(
+        &db::admin_url(),
+        &format!("CREATE DATABASE {name} TEMPLATE {template}"),
+    );
+    let mut u = url::Url::parse(&db::admin_url()).unwrap();
+    u.set_path(&name);
+    let url = u.to_string();
+    let before: std::collections::HashMap<String, String> = db::query_url(
+        &url,
+        "SELECT oid::text, CASE relkind WHEN 'i' THEN 'index ' WHEN 'v' THEN 'view ' WHEN 'S' THEN 'sequence ' \
+         WHEN 'm' THEN 'materialized view ' ELSE '' END || relname::text FROM pg_class \
+         WHERE oid >= 16384 AND relkind <> 't' AND relnamespace <> 'pg_toast'::regnamespace",
+    )
+    .into_iter()
+    .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap()))
+    .collect();
+    let order = [
+        "AccessShareLock",
+        "RowShareLock",
+        "RowExclusiveLock",
+        "ShareUpdateExclusiveLock",
+        "ShareLock",
+        "ShareRowExclusiveLock",
+        "ExclusiveLock",
+        "AccessExclusiveLock",
+    ];
+    let mut out = Vec::new();
+    for (_, sql) in files {
+        let rows = db::query_url(
+            &url,
+            &format!(
+                "BEGIN;\n{sql}\n;\nSELECT relation::text, mode FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'relation';\nCOMMIT;"
+            ),
+        );
+        let mut best: std::collections::BTreeMap<String, usize> = Default::default();
+        for r in rows {
+            let (Some(oid), Some(mode)) = (&r[0], &r[1]) else {
+                continue;
+            };
+            let Some(rel) = before.get(oid) else { continue };
+            let m = order.iter().position(|o| o == mode).unwrap();
+            let e = best.entry(rel.clone()).or_insert(m);
+            *e = (*e).max(m);
+        }
+        out.push(
+            best.into_iter()
+                .map(|(rel, m)| {
+                    let mode = order[m].trim_end_matches("Lock");
+                    // AccessExclusive → ACCESS EXCLUSIVE
+                    let mut words = String::new();
+                    for (i, ch) in mode.char_indices() {
+                        if i > 0 && ch.is_uppercase() {
+                            words.push(' ');
+                        }
+                        words.push(ch.to_ascii_uppercase());
+                    }
+                    (rel, words)
+                })
+                .collect(),
+        );
+    }
+    db::query_url(
+        &db::admin_url(),
+        &format!("DROP DATABASE {name} WITH (FORCE)"),
+    );
+    out
+}
+
+#[test]
+fn observed_locks_equal_pg_locks_for_the_cases_derivation_got_wrong() {
+    let w = World::neon();
+    // Production: every example file applied, plus the objects the cases change.
+    w.db.write(
+        "021_setup.sql",
+        "CREATE INDEX users_phone_idx ON users (phone);\n\
+         CREATE VIEW active_users AS SELECT id, email FROM users;\n\
+         CREATE FUNCTION fp_touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;\n\
+         CREATE TRIGGER fp_touch BEFORE UPDATE ON merchant_applications FOR EACH ROW EXECUTE FUNCTION fp_touch();\n\
+         CREATE TYPE fp_a AS ENUM ('x');\nCREATE TYPE fp_b AS ENUM ('y');\n",
+    );
+    w.db.migrate("apply", &[]).expect(0);
+    let cases: Vec<(&str, &str)> = vec![
+        (
+            "022_reindex_phone.sql",
+            "DROP INDEX users_phone_idx;\nCREATE INDEX users_phone_idx ON users (phone, email);",
+        ),
+        (
+            "023_replace_view.sql",
+            "CREATE OR REPLACE VIEW active_users AS SELECT id, email, phone FROM users;",
+        ),
+        (
+            "024_drop_fk.sql",
+            "ALTER TABLE audit_logs DROP CONSTRAINT audit_logs_user_id_users_id_fk;",
+        ),
+        ("025_drop_table.sql", "DROP TABLE login_attempts;"),
+        ("026_drop_function.sql", "DROP FUNCTION fp_touch() CASCADE;"),
+        (
+            "027_rename_and_autoname.sql",
+            "ALTER TABLE invitation_codes RENAME TO invites;\nALTER TABLE invites ADD COLUMN note text;\nCREATE INDEX ON documents (status);",
+        ),
+        (
+            "028_enums.sql",
+            "ALTER TYPE fp_a ADD VALUE 'shared';\nALTER TYPE fp_b ADD VALUE 'shared';",
+        ),
+    ];
+    for (name, sql) in &cases {
+        w.db.write(name, sql);
+    }
+    let run = w.run(&["--format", "json"]);
+    run.expect(0);
+    let json = run.json();
+    assert_eq!(json["verdict"], "pass", "{json}");
+    let truth = pg_locks_truth(&w.db.name, &cases);
+
+    for ((name, _), want) in cases.iter().zip(&truth) {
+        let f = file(&json, name);
+        assert_eq!(f["lock_source"], "observed", "{f}");
+        let got: Vec<(String, String)> = {
+            let mut v: Vec<(String, String)> = f["locks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|l| l["created"] != true)
+                .map(|l| {
+                    (
+                        l["relation"].as_str().unwrap().to_string(),
+                        l["mode"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(&got, want, "{name}: the report against pg_locks");
+    }
+    let strongest = |name: &str| {
+        file(&json, name)["strongest_lock"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let locks_of = |name: &str| -> Vec<(String, String)> {
+        truth[cases.iter().position(|(n, _)| *n == name).unwrap()].clone()
+    };
+    let has = |name: &str, rel: &str, mode: &str| {
+        locks_of(name).contains(&(rel.to_string(), mode.to_string()))
+    };
+    // The wrong cases of issue 17, as PostgreSQL really locks them.
+    assert!(strongest("022_reindex_phone.sql").starts_with("ACCESS EXCLUSIVE on "));
+    assert!(has("022_reindex_phone.sql", "users", "ACCESS EXCLUSIVE"));
+    assert!(has(
+        "023_replace_view.sql",
+        "view active_users",
+        "ACCESS EXCLUSIVE"
+    ));
+    assert!(
+        has("024_drop_fk.sql", "users", "ACCESS EXCLUSIVE"),
+        "{:?}",
+        locks_of("024_drop_fk.sql")
+    );
+    assert!(
+        has("025_drop_table.sql", "users", "ACCESS EXCLUSIVE"),
+        "{:?}",
+        locks_of("025_drop_table.sql")
+    );
+    assert!(
+        has(
+            "026_drop_function.sql",
+            "merchant_applications",
+            "ACCESS EXCLUSIVE"
+        ),
+        "{:?}",
+        locks_of("026_drop_function.sql")
+    );
+    // Renamed and auto-named objects under their real names.
+    let renamed = file(&json, "027_rename_and_autoname.sql");
+    let locks = renamed["locks"].as_array().unwrap();
+    assert!(
+        locks.iter().any(|l| l["relation"] == "invitation_codes"
+            && l["renamed_to"] == "invites"
+            && l["mode"] == "ACCESS EXCLUSIVE"),
+        "{renamed}"
+    );
+    assert!(
+        locks
+            .iter()
+            .any(|l| l["relation"] == "index documents_status_idx" && l["created"] == true),
+        "{renamed}"
+    );
+    assert!(
+        !locks.iter().any(|l| l["relation"] == "invites"),
+        "{renamed}"
+    );
+    // The same value added to two enums is not a use of either.
+    assert_eq!(
+        file(&json, "028_enums.sql")["warnings"],
+        serde_json::json!([])
+    );
+    // Drops and renames are flagged as breaking the running version.
+    let kinds: Vec<&str> = json["rehearsal"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|f| f["compat"].as_array().cloned().unwrap_or_default())
+        .map(|c| match c["kind"].as_str().unwrap() {
+            "drop_table" => "drop_table",
+            "drop_function" => "drop_function",
+            "rename_table" => "rename_table",
+            _ => "other",
+        })
+        .collect();
+    for k in ["drop_table", "drop_function", "rename_table"] {
+        assert!(kinds.contains(&k), "{k} in {kinds:?}");
+    }
+    let c = &w.comments(REHEARSAL_MARKER)[0].body;
+    assert!(c.contains("Backward compatibility"), "{c}");
+    assert!(c.contains("can break the version still serving"), "{c}");
+    assert!(c.contains("invitation_codes (renamed to invites)"), "{c}");
+    assert!(c.contains("created in this change set"), "{c}");
 }
