@@ -52,6 +52,9 @@ pub struct RehearseFile {
     /// The JSON log; relative to this file. Default: `flightplan-rehearsal.json` in the
     /// workspace (apart from `run`'s log, so one job can do both).
     pub log: Option<PathBuf>,
+    /// `[rehearse] lint`: read by `migrate lint` (src/settings/lint.rs); accepted here so a
+    /// config that sets it still rehearses.
+    pub lint: Option<toml::Value>,
 }
 
 impl Default for RehearseFile {
@@ -61,6 +64,7 @@ impl Default for RehearseFile {
             drift: true,
             large_table_rows: 100_000,
             log: None,
+            lint: None,
         }
     }
 }

@@ -124,7 +124,7 @@ impl Sources<'_> {
     ) -> Result<crate::backup::Settings, Error> {
         if !confirmed {
             return Err(Error::usage(format!(
-                "--restore-backup {id} discards every database write made since that backup: pass --yes to confirm"
+                "--restore-backup {id} discards every database write made since that backup: confirm with --yes (the action's input: `confirm: yes`)"
             ))
             .hint("without --restore-backup, only the machines go back and the database stays as it is"));
         }

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod action;
 mod backup;
 mod check_env;
 mod deploy;
