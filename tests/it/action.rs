@@ -303,24 +303,6 @@ fn wait_for(mut c: Command, name: &str) -> Run {
     }
 }
 
-/// `name<<DELIM … DELIM` blocks, as the runner reads GITHUB_OUTPUT.
-fn parse_outputs(text: &str) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    let mut lines = text.lines();
-    while let Some(line) = lines.next() {
-        let (name, delim) = line.split_once("<<").expect("multi-line output syntax");
-        let mut value = Vec::new();
-        for l in lines.by_ref() {
-            if l == delim {
-                break;
-            }
-            value.push(l);
-        }
-        out.insert(name.to_string(), value.join("\n"));
-    }
-    out
-}
-
 /// The pipeline world with its migrations inside the workspace: the container sees only
 /// the workspace, so the config names them relative to it, as a user's repository does.
 fn pipeline_world(extra: &str) -> World {

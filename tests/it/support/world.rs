@@ -209,21 +209,7 @@ expect_status = 200
 
     /// The step outputs of the last run, as name → value.
     pub fn outputs(&self) -> std::collections::HashMap<String, String> {
-        let text = self.read("output.txt");
-        let mut out = std::collections::HashMap::new();
-        let mut lines = text.lines();
-        while let Some(line) = lines.next() {
-            let (name, delim) = line.split_once("<<").expect("multi-line output syntax");
-            let mut value = Vec::new();
-            for l in lines.by_ref() {
-                if l == delim {
-                    break;
-                }
-                value.push(l);
-            }
-            out.insert(name.to_string(), value.join("\n"));
-        }
-        out
+        parse_outputs(&self.read("output.txt"))
     }
 
     /// Every place a secret could leak to, as one text.
@@ -256,6 +242,24 @@ expect_status = 200
             .map(|id| self.fly.get(id).image())
             .collect()
     }
+}
+
+/// `name<<DELIM … DELIM` blocks, as the runner reads GITHUB_OUTPUT.
+pub fn parse_outputs(text: &str) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        let (name, delim) = line.split_once("<<").expect("multi-line output syntax");
+        let mut value = Vec::new();
+        for l in lines.by_ref() {
+            if l == delim {
+                break;
+            }
+            value.push(l);
+        }
+        out.insert(name.to_string(), value.join("\n"));
+    }
+    out
 }
 
 #[track_caller]
