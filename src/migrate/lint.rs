@@ -291,6 +291,8 @@ struct Objects {
 }
 
 fn segment(path: Option<ast::PathRef>) -> Option<String> {
+    // squawk's text() is the name as PostgreSQL resolves it (unquoted folded, quoted kept),
+    // as the copy's row counts are keyed.
     path.and_then(|p| p.segment()).map(|s| s.text())
 }
 
@@ -723,6 +725,23 @@ mod tests {
                     .into()
             }
         );
+    }
+
+    #[test]
+    fn table_names_are_folded_as_postgresql_does_before_the_copys_rows_are_looked_up() {
+        let sql = "CREATE INDEX a ON Users (email);\nCREATE INDEX b ON \"Posts\" (at);\n";
+        let rows: HashMap<String, u64> =
+            [("users".to_string(), 10), ("Posts".to_string(), 5_000_000)].into();
+        let mut c = ctx();
+        c.rows = Some(&rows);
+        let r = lint(&[file("001.sql", sql)], &c);
+        let idx: Vec<(&str, bool)> = r
+            .findings
+            .iter()
+            .filter(|f| f.rule == "require-concurrent-index-creation")
+            .map(|f| (f.table.as_deref().unwrap(), f.reported()))
+            .collect();
+        assert_eq!(idx, [("users", false), ("Posts", true)]);
     }
 
     #[test]

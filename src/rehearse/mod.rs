@@ -33,8 +33,8 @@ use crate::pipeline::{self, Recorder};
 use crate::plan::Problems;
 use crate::redact::Redactor;
 use crate::report::log::{
-    CompatRecord, DeploymentLog, DriftRecord, FileError, LockRecord, Rehearsal, RehearsalWarning,
-    RehearsedFile, Status, StepStatus, TableRows, Verdict,
+    CompatRecord, DeploymentLog, DriftRecord, FileError, LintRecord, LockRecord, Rehearsal,
+    RehearsalWarning, RehearsedFile, Status, StepStatus, TableRows, Verdict,
 };
 use crate::report::{actions, rehearsal as render};
 use crate::settings::Sources;
@@ -52,8 +52,8 @@ pub struct RehearseFile {
     /// The JSON log; relative to this file. Default: `flightplan-rehearsal.json` in the
     /// workspace (apart from `run`'s log, so one job can do both).
     pub log: Option<PathBuf>,
-    /// `[rehearse] lint`: read by `migrate lint` (src/settings/lint.rs); accepted here so a
-    /// config that sets it still rehearses.
+    /// `[rehearse] lint`: squawk's rule selection, resolved (and checked) in
+    /// src/settings/lint.rs for both `rehearse` and `migrate lint`.
     pub lint: Option<toml::Value>,
 }
 
@@ -190,11 +190,23 @@ async fn rehearse(ctx: &Ctx<'_>) {
             .iter()
             .map(|(m, _)| (m.filename.clone(), m.path.display().to_string())),
     );
+    // squawk's rules on the files alone; the copy's rows confirm the size-dependent ones.
+    let unconfirmed = lint(ctx, &analyses, None);
     {
         let mut st = ctx.state.borrow_mut();
         st.log.migrations_pending = pending.clone();
         // What the files say on their own; the copy adds rows, times and confirmations.
-        rehearsal(&mut st).files = describe(&analyses, None, u64::MAX);
+        let mut files = describe(&analyses, None, u64::MAX);
+        attach_lint(&mut files, &unconfirmed);
+        let r = rehearsal(&mut st);
+        r.files = files;
+        r.squawk = Some(migrate::lint::SQUAWK_VERSION.to_string());
+        for u in &unconfirmed.unparsed {
+            r.notes.push(format!(
+                "squawk could not parse `{}:{}:{}` ({}): its rules may miss statements there",
+                u.file, u.line, u.column, u.message
+            ));
+        }
     }
     if !ok {
         let e = err.unwrap_or_else(|| Error::failure("migrate plan failed"));
@@ -291,7 +303,14 @@ async fn rehearse(ctx: &Ctx<'_>) {
 
     // 3. The pending files on the copy, with the same engine as `migrate apply`.
     ctx.state.borrow_mut().begin("rehearse");
-    let probed = probe(&copy_settings, &analyses).await;
+    // The tables squawk's size-dependent findings name, measured with the ones locked.
+    let sized: Vec<String> = unconfirmed
+        .findings
+        .iter()
+        .filter(|f| f.rows.is_some())
+        .filter_map(|f| f.table.clone())
+        .collect();
+    let probed = probe(&copy_settings, &analyses, &sized).await;
     let facts = match probed {
         Ok(f) => f,
         Err(e) => {
@@ -513,15 +532,22 @@ struct Facts {
 async fn probe(
     s: &migrate::Settings,
     analyses: &[(&Migration, FileAnalysis)],
+    tables: &[String],
 ) -> Result<Facts, Error> {
-    let mut wanted: Vec<&analyze::Relation> = Vec::new();
+    let mut wanted: Vec<analyze::Relation> = Vec::new();
     let mut not_null: Vec<(&analyze::Relation, &str)> = Vec::new();
-    for (_, a) in analyses {
-        for l in a.locks.iter().filter(|l| !l.index) {
-            if !wanted.contains(&&l.relation) {
-                wanted.push(&l.relation);
-            }
+    let named = tables.iter().map(|t| analyze::Relation(vec![t.clone()]));
+    for rel in analyses
+        .iter()
+        .flat_map(|(_, a)| a.locks.iter().filter(|l| !l.index))
+        .map(|l| l.relation.clone())
+        .chain(named)
+    {
+        if !wanted.iter().any(|w| w.key() == rel.key()) {
+            wanted.push(rel);
         }
+    }
+    for (_, a) in analyses {
         for c in &a.candidates {
             if let Finding::SetNotNull { table, column } = &c.finding {
                 not_null.push((table, column));
@@ -534,7 +560,7 @@ async fn probe(
         rows.first()
             .and_then(|r| r.try_get::<Option<String>, _>(i).ok().flatten())
     };
-    for rel in wanted {
+    for rel in &wanted {
         let sql = format!(
             "SELECT c.oid::regclass::text, c.reltuples::bigint::text, c.relkind::text FROM pg_class c WHERE c.oid = to_regclass({})",
             quote_literal(&rel.regclass())
@@ -810,6 +836,75 @@ fn annotate(ctx: &Ctx<'_>, r: &Rehearsal) {
                 w.message
             );
         }
+        for l in f.lint.iter().filter(|l| l.suppressed.is_none()) {
+            tracing::warn!(
+                file = path.as_str(),
+                line = u64::from(l.line),
+                "squawk {}: {}",
+                l.rule,
+                l.message
+            );
+        }
+    }
+}
+
+/// squawk's rules on the pending files with `[rehearse] lint`'s selection; with the copy's
+/// facts, size-dependent findings are confirmed or suppressed by the tables' rows.
+fn lint(
+    ctx: &Ctx<'_>,
+    analyses: &[(&Migration, FileAnalysis)],
+    facts: Option<&Facts>,
+) -> migrate::lint::Report {
+    let paths: Vec<String> = analyses
+        .iter()
+        .map(|(m, _)| m.path.display().to_string())
+        .collect();
+    let files: Vec<migrate::lint::LintFile<'_>> = analyses
+        .iter()
+        .zip(&paths)
+        .map(|((m, _), path)| migrate::lint::LintFile {
+            filename: &m.filename,
+            path,
+            sql: &m.sql,
+            transaction: !m.no_transaction,
+        })
+        .collect();
+    let rows: Option<HashMap<String, u64>> = facts.map(|f| {
+        f.rows
+            .iter()
+            .map(|(k, n)| (k.clone(), (*n).max(0) as u64))
+            .collect()
+    });
+    migrate::lint::lint(
+        &files,
+        &migrate::lint::Context {
+            rules: ctx.plan.lint_rules.clone(),
+            rows: rows.as_ref(),
+            large_table_rows: ctx.plan.file.large_table_rows,
+        },
+    )
+}
+
+fn attach_lint(files: &mut [RehearsedFile], report: &migrate::lint::Report) {
+    for f in files {
+        f.lint = report
+            .findings
+            .iter()
+            .filter(|x| x.file == f.filename)
+            .map(|x| LintRecord {
+                line: x.line,
+                column: x.column,
+                rule: x.rule.clone(),
+                message: x.message.clone(),
+                help: x.help.clone(),
+                table: x.table.clone(),
+                rows: x.rows.clone(),
+                suppressed: match &x.disposition {
+                    migrate::lint::Disposition::Reported => None,
+                    migrate::lint::Disposition::Suppressed { reason } => Some(reason.clone()),
+                },
+            })
+            .collect();
     }
 }
 
@@ -843,6 +938,7 @@ fn record_apply(
     elapsed_ms: i64,
 ) -> bool {
     let mut files = describe(analyses, Some(facts), ctx.plan.file.large_table_rows);
+    attach_lint(&mut files, &lint(ctx, analyses, Some(facts)));
     let (ok, mut json, err) = split(applied);
     let mut sum = 0i64;
     for a in json["applied"].as_array_mut().into_iter().flatten() {

@@ -56,6 +56,8 @@ pub struct RehearsePlan {
     pub label: Label,
     /// `[migrate] drift_gate`: drift on the copy fails the rehearsal.
     pub drift_gate: bool,
+    /// `[rehearse] lint`: the squawk rules every pending file is linted with.
+    pub lint_rules: migrate::lint::Rules,
 }
 
 /// Resolves the plan; the problems, when there are any, are the command's exit 2.
@@ -68,6 +70,7 @@ pub fn plan(src: &Sources<'_>, args: &RehearseArgs) -> Result<RehearsePlan, Prob
     let expires_in = p
         .take("rehearse", expires_in(src, args, &file))
         .unwrap_or(Duration::from_secs(3600));
+    let lint_rules = p.take("rehearse", src.lint_rules()).unwrap_or_default();
 
     let mut context = DeploymentLog::new("rehearse", "", String::new());
     crate::pipeline::fill_context(&mut context, &src.lookup());
@@ -127,6 +130,7 @@ pub fn plan(src: &Sources<'_>, args: &RehearseArgs) -> Result<RehearsePlan, Prob
         gha: src.gha(),
         label: Label::now(src.var("GITHUB_SHA").as_deref()),
         drift_gate: loaded.file.migrate.drift_gate == Some(true),
+        lint_rules,
     })
 }
 

@@ -540,8 +540,32 @@ pub struct RehearsedFile {
     /// the deploy (a class of its own in the verdict).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub compat: Vec<CompatRecord>,
+    /// squawk's findings on the file, reported and suppressed (with the reason).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lint: Vec<LintRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<FileError>,
+}
+
+/// One of squawk's findings on a pending file, judged with flightplan's context.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LintRecord {
+    pub line: u32,
+    pub column: u32,
+    /// squawk's rule id: `adding-foreign-key-constraint`.
+    pub rule: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
+    /// The table the statement acts on, when it acts on one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// For a rule whose cost grows with the table: its rows on the copy, or why unconfirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<String>,
+    /// Why flightplan's context makes it harmless; `None`: reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<String>,
 }
 
 /// A change the running version may not survive, and the two-step way to make it.
@@ -636,6 +660,9 @@ pub struct Rehearsal {
     /// Anything else a reviewer should know (the copy's ledger differed, a lock not derived).
     #[serde(default)]
     pub notes: Vec<String>,
+    /// The squawk release whose rules linted the files (`None`: not linted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub squawk: Option<String>,
 }
 
 impl Rehearsal {
@@ -646,6 +673,15 @@ impl Rehearsal {
     /// Changes that can break the version still serving.
     pub fn breaking(&self) -> usize {
         self.files.iter().map(|f| f.compat.len()).sum()
+    }
+
+    /// squawk's findings that flightplan's context does not make harmless.
+    pub fn lint_findings(&self) -> usize {
+        self.files
+            .iter()
+            .flat_map(|f| &f.lint)
+            .filter(|l| l.suppressed.is_none())
+            .count()
     }
 
     /// The file that failed, if one did.

@@ -47,6 +47,11 @@ pub fn verdict_sentence(r: &Rehearsal) -> String {
             " **{n} changes can break the version still serving** while the migration runs ahead of the deploy: see Backward compatibility."
         )),
     }
+    match r.lint_findings() {
+        0 => {}
+        1 => s.push_str(" squawk reports 1 finding: see Lint."),
+        n => s.push_str(&format!(" squawk reports {n} findings: see Lint.")),
+    }
     s
 }
 
@@ -378,6 +383,84 @@ fn warnings(r: &Rehearsal, out: &mut String) {
     out.push('\n');
 }
 
+/// Rules whose findings flightplan's engine makes moot in every file: one line, not a list.
+const SET_BY_FLIGHTPLAN: &[&str] = &["require-lock-timeout", "require-statement-timeout"];
+
+/// squawk's findings: the reported ones with their help, the suppressed ones folded with
+/// the reason flightplan's context gives.
+fn lint(r: &Rehearsal, out: &mut String, limit: usize) {
+    let Some(version) = &r.squawk else { return };
+    let n = r.lint_findings();
+    let _ = writeln!(
+        out,
+        "### Lint: squawk {version} ({n})
+"
+    );
+    let mut shown = 0;
+    for f in &r.files {
+        for l in f.lint.iter().filter(|l| l.suppressed.is_none()) {
+            shown += 1;
+            if shown > limit {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "- `{}:{}` **{}**: {}",
+                f.filename, l.line, l.rule, l.message
+            );
+            if let Some(rows) = &l.rows {
+                let _ = writeln!(out, "  - rows: {rows}");
+            }
+            if let Some(h) = &l.help {
+                let _ = writeln!(out, "  - help: {h}");
+            }
+        }
+    }
+    if shown > limit {
+        let _ = writeln!(out, "- … and {} more", shown - limit);
+    }
+    if n == 0 {
+        out.push_str(
+            "No findings on the pending files.
+",
+        );
+    }
+    let mut timeouts = 0;
+    let mut suppressed: Vec<String> = Vec::new();
+    for f in &r.files {
+        for l in &f.lint {
+            let Some(why) = &l.suppressed else { continue };
+            if SET_BY_FLIGHTPLAN.contains(&l.rule.as_str()) {
+                timeouts += 1;
+            } else {
+                suppressed.push(format!("- `{}:{}` {}: {why}", f.filename, l.line, l.rule));
+            }
+        }
+    }
+    if !suppressed.is_empty() || timeouts > 0 {
+        let _ = writeln!(
+            out,
+            "\n<details><summary>Suppressed by flightplan's context ({})</summary>\n",
+            suppressed.len() + timeouts
+        );
+        for line in suppressed.iter().take(limit) {
+            let _ = writeln!(out, "{line}");
+        }
+        if suppressed.len() > limit {
+            let _ = writeln!(out, "- … and {} more", suppressed.len() - limit);
+        }
+        if timeouts > 0 {
+            let _ = writeln!(
+                out,
+                "- {timeouts} × require-lock-timeout/require-statement-timeout: flightplan runs every file with \
+                 `SET LOCAL lock_timeout` and `statement_timeout` (`[migrate] lock_timeout`, `statement_timeout`)"
+            );
+        }
+        out.push_str("\n</details>\n");
+    }
+    out.push('\n');
+}
+
 fn drift(r: &Rehearsal, out: &mut String) {
     match (&r.drift, &r.drift_error) {
         (Some(d), _) if d.is_empty() => out.push_str(
@@ -486,6 +569,7 @@ fn body(log: &DeploymentLog, r: &Rehearsal, out: &mut String, limit: usize) {
     // The comment folds the per-table detail; the summary shows it open.
     locks(r, out, limit != usize::MAX);
     warnings(r, out);
+    lint(r, out, limit);
     changed(r, out);
     drift(r, out);
     notes(r, out);
@@ -584,6 +668,13 @@ pub fn text(log: &DeploymentLog) -> String {
                 t,
                 "  breaks the running version  {}:{}: {}; two steps: {}",
                 f.filename, c.line, c.message, c.advice
+            );
+        }
+        for l in f.lint.iter().filter(|l| l.suppressed.is_none()) {
+            let _ = writeln!(
+                t,
+                "  squawk   {}:{}: {}: {}",
+                f.filename, l.line, l.rule, l.message
             );
         }
     }
@@ -696,6 +787,24 @@ mod tests {
             message: "SET NOT NULL on users.phone scans all 120,000 rows under ACCESS EXCLUSIVE"
                 .into(),
         });
+        failed.lint.push(LintRecord {
+            line: 3,
+            column: 1,
+            rule: "adding-required-field".into(),
+            message: "Adding a new column that is `NOT NULL` and has no default value to an existing table effectively makes it required.".into(),
+            help: Some("Make the field nullable or add a non-VOLATILE DEFAULT".into()),
+            table: Some("users".into()),
+            rows: Some("120000 on the copy (users)".into()),
+            suppressed: None,
+        });
+        failed.lint.push(LintRecord {
+            line: 3,
+            column: 1,
+            rule: "require-lock-timeout".into(),
+            message: "Missing `set lock_timeout` before potentially slow operations".into(),
+            suppressed: Some("flightplan runs every file with SET LOCAL lock_timeout".into()),
+            ..Default::default()
+        });
         failed.error = Some(FileError {
             message: "021_require_phone.sql failed: column \"phone\" of relation \"users\" contains null values (SQLSTATE 23502)".into(),
             line: Some(3),
@@ -735,6 +844,7 @@ mod tests {
                 },
             ],
             large_table_rows: 100_000,
+            squawk: Some("2.68.0".into()),
             ..Default::default()
         });
         log
@@ -757,6 +867,16 @@ mod tests {
             "SHARE on users",
             120_000,
         );
+        index.lint.push(LintRecord {
+            line: 2,
+            column: 1,
+            rule: "require-concurrent-index-creation".into(),
+            message: "During normal index creation, table updates are blocked, but reads are still allowed.".into(),
+            help: Some("Use `concurrently` to avoid blocking writes.".into()),
+            table: Some("users".into()),
+            rows: Some("120000 on the copy (users)".into()),
+            suppressed: None,
+        });
         index.warnings.push(RehearsalWarning {
             kind: "index_not_concurrent".into(),
             line: 2,
@@ -782,6 +902,14 @@ mod tests {
             "ACCESS EXCLUSIVE on users",
             120_000,
         );
+        drop.lint.push(LintRecord {
+            line: 2,
+            column: 1,
+            rule: "ban-drop-column".into(),
+            message: "Dropping a column may break existing clients.".into(),
+            table: Some("users".into()),
+            ..Default::default()
+        });
         drop.compat.push(CompatRecord {
             kind: "drop_column".into(),
             line: 2,
@@ -809,12 +937,25 @@ mod tests {
             verdict: Verdict::Pass,
             copy: Some(copy("deleted")),
             files: vec![
-                applied(
-                    "020_add_current_step.sql",
-                    35,
-                    "ACCESS EXCLUSIVE on merchant_applications",
-                    4_210,
-                ),
+                {
+                    let mut f = applied(
+                        "020_add_current_step.sql",
+                        35,
+                        "ACCESS EXCLUSIVE on merchant_applications",
+                        4_210,
+                    );
+                    f.lint.push(LintRecord {
+                        line: 1,
+                        column: 1,
+                        rule: "adding-field-with-default".into(),
+                        message: "Adding a generated column requires a table rewrite with an `ACCESS EXCLUSIVE` lock.".into(),
+                        table: Some("merchant_applications".into()),
+                        rows: Some("4210 on the copy (merchant_applications)".into()),
+                        suppressed: Some("merchant_applications has 4210 rows on the copy, under [rehearse] large_table_rows = 100000".into()),
+                        ..Default::default()
+                    });
+                    f
+                },
                 index,
                 rename,
                 drop,
@@ -822,6 +963,7 @@ mod tests {
             ],
             drift: Some(Vec::new()),
             large_table_rows: 100_000,
+            squawk: Some("2.68.0".into()),
             ..Default::default()
         });
         let step = |name: &str, started_ms, duration_ms, summary: &str| Step {
@@ -860,8 +1002,18 @@ mod tests {
                 status: "pending".into(),
                 transaction: true,
                 strongest_lock: Some("ACCESS EXCLUSIVE on users".into()),
+                lint: vec![LintRecord {
+                    line: 3,
+                    column: 1,
+                    rule: "adding-required-field".into(),
+                    message: "Adding a new column that is `NOT NULL` and has no default value to an existing table effectively makes it required.".into(),
+                    table: Some("users".into()),
+                    rows: Some("unconfirmed: no copy".into()),
+                    ..Default::default()
+                }],
                 ..Default::default()
             }],
+            squawk: Some("2.68.0".into()),
             ..Default::default()
         });
         let plan_only = comment(&log);
@@ -883,6 +1035,11 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("  not run  022_later.sql"), "{t}");
+        assert!(
+            t.contains("  squawk   021_require_phone.sql:3: adding-required-field: "),
+            "{t}"
+        );
+        assert!(!t.contains("require-lock-timeout"), "{t}");
         assert!(
             t.contains("Copy: Neon branch flightplan/rehearse/pr-12-20261127T053004Z deleted"),
             "{t}"

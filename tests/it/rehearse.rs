@@ -692,8 +692,17 @@ fn a_fork_without_secrets_gets_a_plan_only_comment_instead_of_a_failure() {
         "ACCESS EXCLUSIVE on merchant_applications"
     );
     assert!(w.neon.requests().is_empty());
+    // squawk still lints the pending files; without a copy, sizes are unconfirmed.
+    let check = finding(
+        &json,
+        "020_add_current_step.sql",
+        "constraint-missing-not-valid",
+    );
+    assert_eq!(check["rows"], "unconfirmed: no copy", "{check}");
+    assert!(check.get("suppressed").is_none(), "{check}");
     let c = &w.comments(REHEARSAL_MARKER)[0].body;
     assert!(c.contains("PLAN ONLY"), "{c}");
+    assert!(c.contains("**constraint-missing-not-valid**"), "{c}");
     assert!(c.contains("NEON_API_KEY is not available"), "{c}");
     assert!(c.contains("020_add_agent_notes.sql"), "{c}");
 
@@ -961,4 +970,158 @@ fn observed_locks_equal_pg_locks_for_the_cases_derivation_got_wrong() {
     assert!(c.contains("can break the version still serving"), "{c}");
     assert!(c.contains("invitation_codes (renamed to invites)"), "{c}");
     assert!(c.contains("created in this change set"), "{c}");
+}
+
+fn lint_of(json: &Value, name: &str) -> Vec<Value> {
+    file(json, name)["lint"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn finding(json: &Value, name: &str, rule: &str) -> Value {
+    lint_of(json, name)
+        .into_iter()
+        .find(|l| l["rule"] == rule)
+        .unwrap_or_else(|| panic!("no {rule} finding on {name}: {}", file(json, name)))
+}
+
+#[test]
+fn squawk_findings_are_in_the_report_judged_by_the_copys_rows_and_the_change_set() {
+    let w = World::neon();
+    // users: 5 rows on the copy, over `large_table_rows = 3`; merchant_applications: none.
+    w.users(5);
+    w.db.write(
+        "021_index_users_phone.sql",
+        "-- 021_index_users_phone.sql\nCREATE INDEX users_phone_idx ON users (phone);\nCREATE INDEX agent_notes_note_idx ON agent_notes (note);\n",
+    );
+    let run = w.run(&["--format", "json"]);
+    run.expect(0);
+    let json = run.json();
+    assert_eq!(json["rehearsal"]["squawk"], "2.68.0", "{json}");
+
+    // Size-dependent, on a table the copy says is large: reported, with the copy's count.
+    let index = finding(
+        &json,
+        "021_index_users_phone.sql",
+        "require-concurrent-index-creation",
+    );
+    assert_eq!(index["line"], 2, "{index}");
+    assert_eq!(index["table"], "users");
+    assert_eq!(index["rows"], "5 on the copy (users)");
+    assert!(index.get("suppressed").is_none(), "{index}");
+    assert_eq!(
+        index["help"],
+        "Use `concurrently` to avoid blocking writes."
+    );
+    // The same kind of rule on an empty table: suppressed, and the reason says why.
+    let check = finding(
+        &json,
+        "020_add_current_step.sql",
+        "constraint-missing-not-valid",
+    );
+    assert_eq!(check["rows"], "0 on the copy (merchant_applications)");
+    assert_eq!(
+        check["suppressed"],
+        "merchant_applications has 0 rows on the copy, under [rehearse] large_table_rows = 3"
+    );
+    // An index on a table an earlier pending file creates: nobody uses it yet (within one
+    // file squawk itself skips such tables).
+    let new = lint_of(&json, "021_index_users_phone.sql")
+        .into_iter()
+        .find(|l| l["rule"] == "require-concurrent-index-creation" && l["line"] == 3)
+        .expect("the index on agent_notes is linted");
+    assert_eq!(
+        new["suppressed"],
+        "agent_notes created in this change set: no running code uses it yet"
+    );
+    // flightplan sets both timeouts on every file.
+    let timeout = finding(&json, "021_index_users_phone.sql", "require-lock-timeout");
+    assert!(
+        timeout["suppressed"]
+            .as_str()
+            .unwrap()
+            .contains("SET LOCAL"),
+        "{timeout}"
+    );
+
+    // The comment and the summary show the reported finding with its help and rows, the
+    // suppressed ones folded with their reasons; annotations point at the file and line.
+    let c = &w.comments(REHEARSAL_MARKER)[0].body;
+    for want in [
+        "### Lint: squawk 2.68.0",
+        "- `021_index_users_phone.sql:2` **require-concurrent-index-creation**",
+        "  - rows: 5 on the copy (users)",
+        "Suppressed by flightplan's context",
+        "`020_add_current_step.sql:",
+        "merchant_applications has 0 rows on the copy",
+    ] {
+        assert!(c.contains(want), "`{want}` in the comment:\n{c}");
+    }
+    assert!(
+        w.read("summary.md")
+            .contains("**require-concurrent-index-creation**")
+    );
+    assert!(
+        run.stderr.lines().any(|l| l.starts_with("::warning file=")
+            && l.contains("021_index_users_phone.sql,line=2")
+            && l.contains("squawk require-concurrent-index-creation")),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(w.log()["rehearsal"]["squawk"], "2.68.0");
+}
+
+#[test]
+fn rehearse_lint_selection_is_honoured_and_an_unknown_rule_stops_before_any_copy() {
+    let w = World::neon();
+    w.users(5);
+    w.db.write(
+        "021_index_users_phone.sql",
+        "-- 021_index_users_phone.sql\nCREATE INDEX users_phone_idx ON users (phone);\n",
+    );
+    let config = w.read("flightplan.toml");
+    let with = |lint: &str| {
+        std::fs::write(
+            w.path("flightplan.toml"),
+            config.replace(
+                "[rehearse]\nlarge_table_rows = 3\n",
+                &format!("[rehearse]\nlarge_table_rows = 3\nlint = {lint}\n"),
+            ),
+        )
+        .unwrap();
+    };
+    with(r#"{ exclude = ["require-concurrent-index-creation"] }"#);
+    let run = w.run(&["--format", "json"]);
+    run.expect(0);
+    let json = run.json();
+    assert!(
+        json["rehearsal"]["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|f| f["lint"].as_array().cloned().unwrap_or_default())
+            .all(|l| l["rule"] != "require-concurrent-index-creation"),
+        "{json}"
+    );
+    assert!(!lint_of(&json, "020_add_current_step.sql").is_empty());
+    let branches = w.neon.sent("POST", "/branches").len();
+    assert_eq!(branches, 1);
+
+    with(r#"{ include = ["require-concurent-index-creation"] }"#);
+    let bad = w.run(&[]);
+    bad.expect(2);
+    assert!(
+        bad.stderr.contains(
+            "[rehearse] lint.include: `require-concurent-index-creation` is not a squawk 2.68.0 rule id"
+        ),
+        "{}",
+        bad.stderr
+    );
+    assert!(bad.stderr.contains("flightplan.toml"), "{}", bad.stderr);
+    assert_eq!(
+        w.neon.sent("POST", "/branches").len(),
+        branches,
+        "no copy is made for a config that cannot be used"
+    );
 }
